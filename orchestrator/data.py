@@ -1,0 +1,160 @@
+"""Image data: the bundled digits set (offline), MNIST IDX files behind a path, and batching.
+
+Batches are a pure function of ``(seed, step)``: the permutation for an epoch is drawn
+from a generator seeded by the epoch number, so a resumed run sees exactly the batches
+an uninterrupted one would, with no loader state to checkpoint.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.config import DataConfig
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: torch.Tensor  # [N, C, H, W] float32, normalised
+    labels: torch.Tensor  # [N] int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[2])
+
+    def split(self, name: str) -> ImageSet:
+        if name not in ("train", "val", "test"):
+            raise NasfleetError(f"unknown split {name!r} (expected train, val or test)")
+        return getattr(self, name)
+
+
+def load_data(config: DataConfig) -> DataSplits:
+    if config.dataset == "digits":
+        images, labels = _load_digits()
+        return _split_and_normalise(images, labels, None, None, config)
+    if config.path is None:
+        raise NasfleetError("data.path is required for dataset 'mnist' (a folder with the IDX files)")
+    train_x, train_y, test_x, test_y = load_mnist_idx(config.path)
+    return _split_and_normalise(train_x, train_y, test_x, test_y, config)
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 1,797 8×8 handwritten digits with 17 grey levels (0–16), bundled inside scikit-learn.
+    return (digits.images / 16.0).astype(np.float32)[:, None], digits.target.astype(np.int64)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise NasfleetError(f"cannot read IDX file {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise NasfleetError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise NasfleetError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
+    return data.reshape(tuple(dims))
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise NasfleetError(f"{folder} has no {stem} or {stem}.gz")
+
+
+def load_mnist_idx(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if not folder.is_dir():
+        raise NasfleetError(f"data path {folder} does not exist or is not a folder")
+    arrays = [
+        read_idx(_find(folder, stem))
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    ]
+    train_x, train_y, test_x, test_y = arrays
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise NasfleetError(f"{folder}: image and label counts differ")
+    to_float = lambda x: (x.astype(np.float32) / 255.0)[:, None]  # noqa: E731
+    return to_float(train_x), train_y.astype(np.int64), to_float(test_x), test_y.astype(np.int64)
+
+
+def _split_and_normalise(
+    images: np.ndarray,
+    labels: np.ndarray,
+    test_images: np.ndarray | None,
+    test_labels: np.ndarray | None,
+    config: DataConfig,
+) -> DataSplits:
+    """Stratified, seeded splits; normalisation uses training statistics only."""
+    from sklearn.model_selection import train_test_split
+
+    seed = config.split_seed
+    test_carved_from_images = test_images is None
+    if test_carved_from_images:
+        images, test_images, labels, test_labels = train_test_split(
+            images, labels, test_size=config.test_fraction, stratify=labels, random_state=seed
+        )
+    # val_fraction is a fraction of all labelled data, not of what is left after the test split.
+    val_size = config.val_fraction / (1.0 - config.test_fraction) if test_carved_from_images else config.val_fraction
+    train_x, val_x, train_y, val_y = train_test_split(
+        images, labels, test_size=min(val_size, 0.5), stratify=labels, random_state=seed
+    )
+    mean, std = float(train_x.mean()), float(train_x.std())
+
+    def make(x: np.ndarray, y: np.ndarray) -> ImageSet:
+        return ImageSet(torch.from_numpy((x - mean) / std).float(), torch.from_numpy(y).long())
+
+    num_classes = int(max(labels.max(), test_labels.max())) + 1  # type: ignore[union-attr]
+    return DataSplits(make(train_x, train_y), make(val_x, val_y), make(test_images, test_labels), num_classes)
+
+
+class BatchStream:
+    """Training batches as a pure function of the step (shuffled per epoch, seeded)."""
+
+    def __init__(self, data: ImageSet, batch_size: int, seed: int) -> None:
+        if batch_size > len(data):
+            raise NasfleetError(f"batch size {batch_size} exceeds the {len(data)} training examples")
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = len(data) // batch_size
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+        index = torch.from_numpy(order[position * self.batch_size : (position + 1) * self.batch_size])
+        return self.data.images[index], self.data.labels[index]
+
+
+def iterate_batches(data: ImageSet, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole set in order, for evaluation."""
+    return [
+        (data.images[i : i + batch_size], data.labels[i : i + batch_size]) for i in range(0, len(data), batch_size)
+    ]

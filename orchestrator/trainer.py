@@ -1,0 +1,223 @@
+"""The single-process supernet trainer.
+
+One step: ask the strategy for the step's subnet tasks, run each on the same batch,
+back-propagate each loss (gradients accumulate over the subnets), take one optimizer
+step. Nothing here depends on which strategy runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from nasfleet.orchestrator.config import OptimConfig, TrainConfig, dump_config
+from nasfleet.orchestrator.data import BatchStream, DataSplits, load_data
+from nasfleet.strategies import TrainingStrategy, build_strategy
+from nasfleet.supernet import SearchSpace, build_space
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class TaskResult:
+    role: str
+    mflops: float
+    loss: float
+    accuracy: float
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop needs, built once from the config."""
+
+    config: TrainConfig
+    data: DataSplits
+    space: SearchSpace
+    model: nn.Module
+    strategy: TrainingStrategy
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    step: int = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.config.run_dir / CHECKPOINT_FILE
+
+
+def space_for_data(config: TrainConfig, data: DataSplits) -> SearchSpace:
+    """The configured space with its input/output shape taken from the data."""
+    shaped = config.space.model_copy(
+        update={"in_channels": data.in_channels, "image_size": data.image_size, "num_classes": data.num_classes}
+    )
+    return build_space(type(config.space).model_validate(shaped.model_dump()))
+
+
+def lr_factor(step: int, optim: OptimConfig) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    progress = (step - optim.warmup_steps) / max(1, optim.steps - optim.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_run(config: TrainConfig) -> TrainingRun:
+    data = load_data(config.data)
+    space = space_for_data(config, data)
+    strategy = build_strategy(config.strategy.name, config.strategy.params, space)
+    torch.manual_seed(config.seed)
+    model = space.build_supernet()
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.optim.lr,
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
+        nesterov=config.optim.momentum > 0,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.optim))
+    return TrainingRun(config, data, space, model, strategy, optimizer, scheduler, np.random.default_rng(config.seed))
+
+
+def run_step(
+    model: nn.Module,
+    strategy: TrainingStrategy,
+    space: SearchSpace,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    step: int,
+    rng: np.random.Generator,
+) -> list[TaskResult]:
+    """Forward and backward every task of the step; the caller steps the optimizer."""
+    results: list[TaskResult] = []
+    teacher_probs: torch.Tensor | None = None
+    for task in strategy.subnets_for_step(step, rng):
+        logits = model(images, task.arch)
+        loss = strategy.loss(task, logits, labels, teacher_probs)
+        (task.weight * loss).backward()
+        if task.teaches:
+            teacher_probs = torch.softmax(logits.detach(), dim=-1)
+        accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
+        results.append(TaskResult(task.role, space.flops(task.arch) / 1e6, loss.item(), accuracy))
+    strategy.after_step(step, [r.loss for r in results])
+    return results
+
+
+def checkpoint_state(run: TrainingRun) -> dict[str, Any]:
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "strategy": run.strategy.state_dict(),
+        "rng": {"numpy": run.rng.bit_generator.state, "torch": torch.get_rng_state()},
+        "step": run.step,
+        "config": run.config.model_dump(mode="json"),
+    }
+
+
+def restore(run: TrainingRun, state: dict[str, Any]) -> None:
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise NasfleetError(
+            f"checkpoint {run.checkpoint_path} does not match this config's supernet: {str(exc).splitlines()[0]}"
+        ) from None
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.strategy.load_state_dict(state["strategy"])
+    run.rng.bit_generator.state = state["rng"]["numpy"]
+    torch.set_rng_state(state["rng"]["torch"])
+    run.step = int(state["step"])
+
+
+@dataclass
+class MetricsLog:
+    """Per-role running means, flushed as one JSON line every ``log_every_steps``."""
+
+    path: Path
+    sums: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+
+    def add(self, results: list[TaskResult]) -> None:
+        for r in results:
+            bucket = self.sums[r.role]
+            bucket["count"] += 1
+            bucket["loss"] += r.loss
+            bucket["accuracy"] += r.accuracy
+            bucket["mflops"] += r.mflops
+
+    def flush(self, step: int, lr: float) -> dict[str, dict[str, float]]:
+        means = {
+            role: {k: v / b["count"] for k, v in b.items() if k != "count"} for role, b in self.sums.items()
+        }
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "lr": lr, "by_role": means}) + "\n")
+        self.sums.clear()
+        return means
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step`` by a run that died before its next checkpoint."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> None:
+    run_dir = config.run_dir
+    if (run_dir / CHECKPOINT_FILE).exists() and not resume:
+        raise NasfleetError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run_dir")
+    if resume and not (run_dir / CHECKPOINT_FILE).exists():
+        raise NasfleetError(f"cannot resume: no checkpoint in {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / CONFIG_FILE)
+
+
+def train(
+    config: TrainConfig, resume: bool = False, show_progress: bool = True, until_step: int | None = None
+) -> TrainingRun:
+    """Train (or continue) the run described by ``config``; returns the run.
+
+    ``until_step`` stops early (with a checkpoint) without changing the schedule, for
+    time-sliced jobs; a later ``resume`` carries on exactly.
+    """
+    last_step = config.optim.steps if until_step is None else min(until_step, config.optim.steps)
+    prepare_run_dir(config, resume)
+    run = build_run(config)
+    metrics = MetricsLog(config.run_dir / METRICS_FILE)
+    if resume:
+        restore(run, load_checkpoint(run.checkpoint_path))
+        metrics.truncate_after(run.step)
+    batches = BatchStream(run.data.train, config.data.batch_size, config.seed)
+    run.model.train()
+    with Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=not show_progress,
+    ) as progress:
+        bar = progress.add_task("train", total=config.optim.steps, completed=run.step, status="")
+        while run.step < last_step:
+            images, labels = batches.batch(run.step)
+            run.optimizer.zero_grad(set_to_none=True)
+            results = run_step(run.model, run.strategy, run.space, images, labels, run.step, run.rng)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.step += 1
+            metrics.add(results)
+            if run.step % config.log_every_steps == 0 or run.step == config.optim.steps:
+                means = metrics.flush(run.step, run.scheduler.get_last_lr()[0])
+                status = "  ".join(f"{role} loss {m['loss']:.3f} acc {m['accuracy']:.2f}" for role, m in means.items())
+                progress.update(bar, status=status)
+            if run.step % config.checkpoint_every_steps == 0 or run.step == last_step:
+                save_checkpoint(checkpoint_state(run), run.checkpoint_path)
+            progress.update(bar, completed=run.step)
+    return run

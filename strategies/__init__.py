@@ -1,0 +1,11 @@
+"""How a supernet is trained: strategies behind one small interface, chosen by name."""
+
+from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, soft_cross_entropy
+from nasfleet.strategies.registry import STRATEGIES, build_strategy
+from nasfleet.strategies.sandwich import SandwichStrategy
+from nasfleet.strategies.uniform import UniformStrategy
+
+__all__ = [
+    "STRATEGIES", "SandwichStrategy", "StrategyParams", "SubnetTask", "TrainingStrategy",
+    "UniformStrategy", "build_strategy", "soft_cross_entropy",
+]

@@ -1,0 +1,35 @@
+"""BigNAS sandwich rule with in-place distillation (Yu et al. 2020).
+
+Each step trains the largest subnet on the labels, then the smallest and ``num_random``
+random subnets on the largest's soft outputs, so the bounds of the space are trained
+every step and small subnets get a teacher for free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import NonNegativeInt
+
+from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
+
+
+class SandwichParams(StrategyParams):
+    num_random: NonNegativeInt = 2
+    label_smoothing: float = 0.1
+
+
+class SandwichStrategy(TrainingStrategy):
+    name = "sandwich"
+    Params = SandwichParams
+    params: SandwichParams
+
+    def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
+        tasks = [
+            SubnetTask(self.space.largest(), role="largest", teaches=True),
+            SubnetTask(self.space.smallest(), role="smallest", target="teacher"),
+        ]
+        tasks += [
+            SubnetTask(self.space.sample_choices(rng), role="random", target="teacher")
+            for _ in range(self.params.num_random)
+        ]
+        return tasks

@@ -1,0 +1,28 @@
+"""Elastic supernets whose subnets share weights, their costs, and subnet extraction."""
+
+from nasfleet.supernet.arch import (
+    Arch,
+    BlockChoice,
+    ConvArch,
+    LayerChoice,
+    StageChoice,
+    TransformerArch,
+    arch_from_dict,
+    arch_from_json,
+    arch_to_dict,
+    arch_to_json,
+)
+from nasfleet.supernet.bn import calibrated_batchnorm, recalibrate_batchnorm
+from nasfleet.supernet.extract import extract, load_subnet, save_subnet
+from nasfleet.supernet.mbconv import MBConvSpace, MBConvSpaceConfig, MBConvStageSpec
+from nasfleet.supernet.registry import SpaceConfig, build_space, space_from_dict
+from nasfleet.supernet.space import SearchSpace
+from nasfleet.supernet.vit import ViTSpace, ViTSpaceConfig
+
+__all__ = [
+    "Arch", "BlockChoice", "ConvArch", "LayerChoice", "StageChoice", "TransformerArch",
+    "arch_from_dict", "arch_from_json", "arch_to_dict", "arch_to_json",
+    "calibrated_batchnorm", "recalibrate_batchnorm", "extract", "load_subnet", "save_subnet",
+    "MBConvSpace", "MBConvSpaceConfig", "MBConvStageSpec", "SpaceConfig", "build_space", "space_from_dict",
+    "SearchSpace", "ViTSpace", "ViTSpaceConfig",
+]

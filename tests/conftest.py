@@ -1,0 +1,39 @@
+"""Shared fixtures: small, seeded configs that train in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nasfleet.orchestrator.config import TrainConfig, config_from_dict
+
+TINY_SPACE = {
+    "name": "mbconv",
+    "stem_width": 8,
+    "stages": [
+        {"widths": [8, 12], "depths": [1, 2], "kernels": [3, 5], "expands": [2, 3], "stride": 1},
+        {"widths": [12, 16], "depths": [1, 2], "kernels": [3, 5], "expands": [2, 3], "stride": 2},
+    ],
+}
+
+
+def tiny_config(run_dir: Path, **overrides: object) -> TrainConfig:
+    data: dict[str, object] = {
+        "run_dir": str(run_dir),
+        "seed": 3,
+        "space": TINY_SPACE,
+        "strategy": {"name": "sandwich", "params": {"num_random": 1}},
+        "data": {"dataset": "digits", "batch_size": 32},
+        "optim": {"steps": 12, "lr": 0.05, "warmup_steps": 2},
+        "eval": {"calibration_batches": 2, "random_subnets": 1},
+        "checkpoint_every_steps": 4,
+        "log_every_steps": 4,
+    }
+    data.update(overrides)
+    return config_from_dict(data)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> TrainConfig:
+    return tiny_config(tmp_path / "run")

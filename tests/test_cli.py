@@ -1,0 +1,98 @@
+"""The command line, run as a user runs it: a real process, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+
+CLI = [sys.executable, "-m", "nasfleet.orchestrator.cli"]
+
+
+def nasfleet(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def write_config(path: Path, run_dir: Path, **overrides: object) -> Path:
+    path.write_text(yaml.safe_dump(tiny_config(run_dir, **overrides).model_dump(mode="json")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    config = write_config(root / "job.yaml", root / "run")
+    result = nasfleet("train", "--config", str(config), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "demo", None])
+def test_every_command_has_help(command: str | None) -> None:
+    result = nasfleet(*([command] if command else []), "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_train_evaluate_export_end_to_end(trained_run: Path, tmp_path: Path) -> None:
+    result = nasfleet("evaluate", "--run", str(trained_run), "--random", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["role"] for r in rows] == ["smallest", "random-0", "largest"]
+    assert rows[0]["mflops"] < rows[-1]["mflops"]
+
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(json.dumps(rows[1]["arch"]))
+    result = nasfleet("export", "--run", str(trained_run), "--arch", f"@{arch_file}", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "model.pt").is_file() and (tmp_path / "out" / "arch.json").is_file()
+
+
+def test_unknown_strategy(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", strategy={"name": "bignas"})
+    assert_one_line_error(nasfleet("train", "--config", str(config)), "unknown strategy 'bignas'")
+
+
+def test_arch_outside_the_search_space(trained_run: Path, tmp_path: Path) -> None:
+    bad = '{"space": "mbconv", "stages": [{"width": 999, "blocks": [{"kernel": 3, "expand": 2}]}]}'
+    result = nasfleet("export", "--run", str(trained_run), "--arch", bad, "--out", str(tmp_path / "x"))
+    assert_one_line_error(result, "outside the mbconv search space")
+    assert not (tmp_path / "x").exists()
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text("optim: {steps: 10\nseed: [")
+    assert_one_line_error(nasfleet("train", "--config", str(config)), "not valid YAML", "line")
+
+
+def test_config_with_a_wrong_field(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run_dir: {tmp_path / 'run'}\noptim: {{steps: -5}}\n")
+    assert_one_line_error(nasfleet("train", "--config", str(config)), "optim.steps")
+
+
+def test_missing_data_path(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", data={"dataset": "mnist", "path": str(tmp_path / "no")})
+    assert_one_line_error(nasfleet("train", "--config", str(config)), "does not exist")
+
+
+def test_corrupted_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    (broken / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes()[:2048])
+    assert_one_line_error(nasfleet("evaluate", "--run", str(broken)), "corrupted")

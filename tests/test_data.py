@@ -1,0 +1,68 @@
+"""Data: bundled digits splits, the MNIST IDX reader, and step-addressed batches."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.config import DataConfig
+from nasfleet.orchestrator.data import BatchStream, load_data, read_idx
+
+
+def test_digits_splits_are_disjoint_stratified_and_normalised() -> None:
+    data = load_data(DataConfig())
+    sizes = [len(data.train), len(data.val), len(data.test)]
+    assert sum(sizes) == 1797 and sizes[1] == pytest.approx(0.15 * 1797, abs=2)
+    rows = [{tuple(x.flatten().tolist()) for x in s.images} for s in (data.train, data.val, data.test)]
+    # Digits has a few duplicated images; splits must still not share most of them.
+    assert len(rows[0] & rows[2]) < 5
+    assert torch.bincount(data.val.labels).min() >= 25
+    assert abs(float(data.train.images.mean())) < 1e-4
+    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 8)
+
+
+def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+
+
+def test_mnist_idx_folder_loads_gzipped_or_plain(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for stem, n, compress in (("train", 200, True), ("t10k", 50, False)):
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), compress)
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10, compress)
+    data = load_data(DataConfig(dataset="mnist", path=tmp_path, val_fraction=0.2))
+    assert (len(data.train), len(data.val), len(data.test)) == (160, 40, 50)
+    assert data.image_size == 28 and data.num_classes == 10
+    assert read_idx(tmp_path / "t10k-labels-idx1-ubyte").tolist()[:3] == [0, 1, 2]
+
+
+def test_missing_or_bad_mnist_path_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(NasfleetError, match="does not exist"):
+        load_data(DataConfig(dataset="mnist", path=tmp_path / "absent"))
+    with pytest.raises(NasfleetError, match="required"):
+        load_data(DataConfig(dataset="mnist"))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"junk")
+    with pytest.raises(NasfleetError, match="not an unsigned-byte IDX"):
+        read_idx(tmp_path / "train-images-idx3-ubyte")
+
+
+def test_batches_are_a_pure_function_of_the_step() -> None:
+    data = load_data(DataConfig()).train
+    a, b = BatchStream(data, 32, seed=1), BatchStream(data, 32, seed=1)
+    for step in (0, 5, a.steps_per_epoch, 3 * a.steps_per_epoch + 2):
+        assert torch.equal(a.batch(step)[1], b.batch(step)[1])
+    first_epoch = torch.cat([a.batch(s)[1] for s in range(a.steps_per_epoch)])
+    assert len(first_epoch) == a.steps_per_epoch * 32
+    assert not torch.equal(a.batch(0)[1], a.batch(a.steps_per_epoch)[1])
