@@ -15,12 +15,17 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.comm_prediction import CommSource
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict, load_config
 from nasfleet.orchestrator.evaluate import SubnetResult, evaluate_arch, evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.trainer import train as run_training
+from nasfleet.orchestrator.distributed import DistributedOptions
+from nasfleet.orchestrator.jobs import JobOutcome, ProcessGroupLaunch, run_training_job
+from nasfleet.orchestrator.metrics import prometheus_metrics
+from nasfleet.orchestrator.storage import has_checkpoint
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_dict, extract, recalibrate_batchnorm, save_subnet
 
 app = typer.Typer(help="Train weight-sharing supernets and find the subnets worth deploying.", no_args_is_help=True)
@@ -54,10 +59,12 @@ def _with_overrides(config: TrainConfig, run_dir: Optional[Path], steps: Optiona
 
 def print_results(results: list[SubnetResult], title: str) -> None:
     table = Table(title=title)
-    for column in ("subnet", "arch", "MFLOPs", "params", "accuracy"):
+    splits = list(results[0].accuracy) if results else []
+    for column in ("subnet", "arch", "MFLOPs", "params", *(f"{s} acc" for s in splits)):
         table.add_column(column, justify="left" if column in ("subnet", "arch") else "right")
     for r in results:
-        table.add_row(r.role, r.arch.describe(), f"{r.mflops:.3f}", f"{r.params:,}", f"{100 * r.accuracy:.2f}%")
+        accuracies = (f"{100 * r.accuracy[s]:.2f}%" for s in splits)
+        table.add_row(r.role, escape(r.arch.describe()), f"{r.mflops:.3f}", f"{r.params:,}", *accuracies)
     console.print(table)
 
 
@@ -71,35 +78,102 @@ def _results_json(results: list[SubnetResult]) -> str:
     )
 
 
+def _distributed_options(
+    workers: int, deepspeed: Optional[Path], storage_path: Optional[str], ray_address: Optional[str],
+    max_failures: int, gpu: bool, metrics_port: Optional[int], comm: CommSource = CommSource(),
+) -> Optional[DistributedOptions]:
+    if workers == 0:
+        return None
+    return DistributedOptions(
+        workers=workers,
+        deepspeed_config=deepspeed,
+        storage_path=storage_path,
+        ray_address=ray_address,
+        max_failures=max_failures,
+        use_gpu=gpu,
+        metrics_export_port=metrics_port,
+        comm=comm,
+    )
+
+
+WORKERS_HELP = "0: train in this process; N ≥ 1: N Ray Train workers, each a DeepSpeed data-parallel rank."
+DEEPSPEED_HELP = "DeepSpeed JSON config (see cluster_configs/deepspeed/); default: ZeRO stage 0, fp32."
+STORAGE_HELP = "Where Ray Train keeps the run: a shared folder or a pyarrow URI (s3://...); default: run_dir's parent."
+METRICS_HELP = (
+    "Serve Prometheus metrics on 127.0.0.1:PORT (in this process; with --workers, the local Ray cluster's "
+    "metrics-export port)."
+)
+LAUNCHER_HELP = (
+    "ray: --workers Ray Train workers (0: this process). mpi / torchrun: this process is one rank of a job "
+    "started by `mpiexec -n N` or `torchrun --nproc-per-node N`."
+)
+RAY_ADDRESS_HELP = "Ray cluster to join (e.g. 127.0.0.1:6379); default: $RAY_ADDRESS, or start a local one."
+
+
+def _report_job(outcome: JobOutcome, title: str) -> None:
+    print_results(outcome.results, title)
+    console.print(f"run folder: {outcome.run_folder}   results (Parquet): {outcome.results_folder}")
+
+
 @app.command()
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="YAML job config (see orchestrator/configs/demo.yaml)."),
     resume: bool = typer.Option(False, help="Continue the run in the config's run_dir from its checkpoint."),
     run_dir: Optional[Path] = typer.Option(None, help="Override the config's run_dir."),
     steps: Optional[int] = typer.Option(None, help="Override the number of optimizer steps."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(True, help="Show a progress bar (single-process training)."),
+    workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
+    deepspeed: Optional[Path] = typer.Option(None, help=DEEPSPEED_HELP),
+    storage_path: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    ray_address: Optional[str] = typer.Option(None, help=RAY_ADDRESS_HELP),
+    max_failures: int = typer.Option(3, min=0, help="Worker-group restarts from the last checkpoint before giving up."),
+    gpu: bool = typer.Option(False, help="One GPU per worker, NCCL all-reduce."),
+    metrics_port: Optional[int] = typer.Option(None, help=METRICS_HELP),
+    launcher: str = typer.Option("ray", help=LAUNCHER_HELP),
+    comm_calibration: Optional[Path] = typer.Option(
+        None, help="α–β fit from `nasfleet comm calibrate`: predict the gradient all-reduce and log it beside the measurement."
+    ),
+    comm_topology: Optional[str] = typer.Option(
+        None, help="Fabric (spec or topology YAML) to simulate the gradient all-reduce on, logged beside the measurement."
+    ),
 ) -> None:
-    """Train a supernet in this process with the configured strategy."""
+    """Train a supernet (here, or data-parallel under DeepSpeed), then evaluate and record its subnets."""
     cfg = _with_overrides(load_config(config), run_dir, steps)
-    run = run_training(cfg, resume=resume, show_progress=progress)
-    console.print(f"trained {run.step} steps; checkpoint in {run.checkpoint_path}")
+    if launcher not in ("ray", "mpi", "torchrun"):
+        raise NasfleetError(f"unknown launcher {launcher!r} (expected ray, mpi or torchrun)")
+    comm = CommSource(comm_calibration, comm_topology)
+    options: DistributedOptions | ProcessGroupLaunch | None
+    if launcher in ("mpi", "torchrun"):
+        options = ProcessGroupLaunch(launcher, deepspeed, gpu, metrics_port, comm)  # type: ignore[arg-type]
+    else:
+        options = _distributed_options(
+            workers, deepspeed, storage_path, ray_address, max_failures, gpu, metrics_port, comm
+        )
+    endpoint = prometheus_metrics(metrics_port) if metrics_port is not None and options is None else None
+    if endpoint is not None:
+        console.print(f"metrics: {endpoint.url}")
+    outcome = run_training_job(
+        cfg, options, resume=resume, show_progress=progress, metrics=endpoint.metrics if endpoint else None
+    )
+    if outcome is not None:
+        _report_job(outcome, f"{cfg.run_dir.name} after {outcome.step} steps")
 
 
 @app.command()
 def evaluate(
     run: Path = typer.Option(..., "--run", help="Run directory written by `nasfleet train`."),
-    split: str = typer.Option("val", help="Data split: train, val or test."),
+    split: list[str] = typer.Option(["val"], help="Data split(s): train, val or test; repeat for several."),
     random_subnets: int = typer.Option(3, "--random", min=0, help="How many random subnets besides the bounds."),
     seed: int = typer.Option(0, help="Seed for the random subnets."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Accuracy, MFLOPs and params of the smallest, largest and a few random subnets."""
     trained = load_trained(run)
-    results = evaluate_standard_subnets(trained, split, random_subnets, seed)
+    results = evaluate_standard_subnets(trained, tuple(split), random_subnets, seed)
     if as_json:
         typer.echo(_results_json(results))
     else:
-        print_results(results, f"{run} — {split} split, step {trained.step}")
+        print_results(results, f"{run} — step {trained.step}")
 
 
 def _parse_arch(text: str, space: SearchSpace) -> Arch:
@@ -126,10 +200,10 @@ def export(
     recalibrate_batchnorm(trained.model, chosen, trained.calibration_batches())
     subnet = extract(trained.model, trained.space, chosen).eval()
     save_subnet(subnet, trained.space, chosen, out)
-    result = evaluate_arch(trained, chosen, "test", "exported")
+    result = evaluate_arch(trained, chosen, ("test",), "exported")
     console.print(
         f"exported {chosen.describe()} to {out}: {result.mflops:.3f} MFLOPs, {result.params:,} params, "
-        f"test accuracy {100 * result.accuracy:.2f}%"
+        f"test accuracy {100 * result.accuracy['test']:.2f}%"
     )
 
 
@@ -137,15 +211,17 @@ def export(
 def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo run is written (resumed if present)."),
     steps: Optional[int] = typer.Option(None, help="Override the demo's number of optimizer steps."),
+    workers: int = typer.Option(2, min=0, help=WORKERS_HELP),
 ) -> None:
-    """Train the demo supernet on the bundled digits set, then print its subnets' test accuracy."""
+    """Train the demo supernet on the bundled digits set, then print its subnets' accuracy."""
     cfg = _with_overrides(demo_config(), run_dir, steps)
-    console.print(f"demo: {cfg.strategy.name} training of a {cfg.space.name} supernet on {cfg.data.dataset}")
-    has_checkpoint = (cfg.run_dir / "checkpoint.pt").exists()
-    run_training(cfg, resume=has_checkpoint)
-    trained = load_trained(cfg.run_dir)
-    results = evaluate_standard_subnets(trained, "test", cfg.eval.random_subnets, cfg.seed)
-    print_results(results, f"demo supernet after {trained.step} steps — test split")
+    where = f"{workers} Ray Train + DeepSpeed workers on a local Ray cluster" if workers else "this process"
+    console.print(f"demo: {cfg.strategy.name} training of a {cfg.space.name} supernet on {cfg.data.dataset}, {where}")
+    options = _distributed_options(workers, None, None, None, 3, False, None)
+    resume = has_checkpoint(str(cfg.run_dir))
+    outcome = run_training_job(cfg, options, resume=resume)
+    assert outcome is not None  # only MPI/torchrun ranks other than 0 get None
+    _report_job(outcome, f"demo supernet after {outcome.step} steps")
 
 
 def main() -> None:

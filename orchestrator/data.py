@@ -136,20 +136,31 @@ def _split_and_normalise(
 
 
 class BatchStream:
-    """Training batches as a pure function of the step (shuffled per epoch, seeded)."""
+    """Training batches as a pure function of the step (shuffled per epoch, seeded).
 
-    def __init__(self, data: ImageSet, batch_size: int, seed: int) -> None:
-        if batch_size > len(data):
-            raise NasfleetError(f"batch size {batch_size} exceeds the {len(data)} training examples")
+    With ``world_size`` > 1 this is a distributed sampler: at each step the ranks take
+    disjoint ``batch_size`` slices of the same epoch permutation, so together they see a
+    global batch of ``batch_size × world_size`` examples and no example twice per epoch.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        global_batch = batch_size * world_size
+        if global_batch > len(data):
+            raise NasfleetError(
+                f"batch size {batch_size} × {world_size} workers exceeds the {len(data)} training examples"
+            )
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
-        self.steps_per_epoch = len(data) // batch_size
+        self.rank = rank
+        self.global_batch = global_batch
+        self.steps_per_epoch = len(data) // global_batch
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, position = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
-        index = torch.from_numpy(order[position * self.batch_size : (position + 1) * self.batch_size])
+        start = position * self.global_batch + self.rank * self.batch_size
+        index = torch.from_numpy(order[start : start + self.batch_size])
         return self.data.images[index], self.data.labels[index]
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from nasfleet.orchestrator.config import OptimConfig, TrainConfig, dump_config
 from nasfleet.orchestrator.data import BatchStream, DataSplits, load_data
+from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.strategies import TrainingStrategy, build_strategy
 from nasfleet.supernet import SearchSpace, build_space
 
@@ -73,7 +76,12 @@ def lr_factor(step: int, optim: OptimConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_run(config: TrainConfig) -> TrainingRun:
+def build_run(config: TrainConfig, rank: int = 0) -> TrainingRun:
+    """Data, space, strategy, supernet, optimizer and schedule for one process.
+
+    Every rank builds the same initial weights (seeded by ``config.seed``); only the
+    subnet-sampling generator differs per rank, so ranks train different random subnets.
+    """
     data = load_data(config.data)
     space = space_for_data(config, data)
     strategy = build_strategy(config.strategy.name, config.strategy.params, space)
@@ -87,7 +95,8 @@ def build_run(config: TrainConfig) -> TrainingRun:
         nesterov=config.optim.momentum > 0,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.optim))
-    return TrainingRun(config, data, space, model, strategy, optimizer, scheduler, np.random.default_rng(config.seed))
+    rng = np.random.default_rng(config.seed if rank == 0 else [config.seed, rank])
+    return TrainingRun(config, data, space, model, strategy, optimizer, scheduler, rng)
 
 
 def run_step(
@@ -98,14 +107,18 @@ def run_step(
     labels: torch.Tensor,
     step: int,
     rng: np.random.Generator,
+    backward: Callable[[torch.Tensor], object] = torch.Tensor.backward,
 ) -> list[TaskResult]:
-    """Forward and backward every task of the step; the caller steps the optimizer."""
+    """Forward and backward every task of the step; the caller steps the optimizer.
+
+    ``backward`` lets a DeepSpeed engine accumulate the gradients its own way.
+    """
     results: list[TaskResult] = []
     teacher_probs: torch.Tensor | None = None
     for task in strategy.subnets_for_step(step, rng):
         logits = model(images, task.arch)
         loss = strategy.loss(task, logits, labels, teacher_probs)
-        (task.weight * loss).backward()
+        backward(task.weight * loss)
         if task.teaches:
             teacher_probs = torch.softmax(logits.detach(), dim=-1)
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
@@ -142,10 +155,9 @@ def restore(run: TrainingRun, state: dict[str, Any]) -> None:
 
 
 @dataclass
-class MetricsLog:
-    """Per-role running means, flushed as one JSON line every ``log_every_steps``."""
+class RoleMeans:
+    """Running means of loss, batch accuracy and MFLOPs per subnet role."""
 
-    path: Path
     sums: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
 
     def add(self, results: list[TaskResult]) -> None:
@@ -156,13 +168,60 @@ class MetricsLog:
             bucket["accuracy"] += r.accuracy
             bucket["mflops"] += r.mflops
 
-    def flush(self, step: int, lr: float) -> dict[str, dict[str, float]]:
-        means = {
-            role: {k: v / b["count"] for k, v in b.items() if k != "count"} for role, b in self.sums.items()
-        }
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "lr": lr, "by_role": means}) + "\n")
+    def take(self) -> dict[str, dict[str, float]]:
+        """The means since the last call, and a fresh start."""
+        means = {role: {k: v / b["count"] for k, v in b.items() if k != "count"} for role, b in self.sums.items()}
         self.sums.clear()
+        return means
+
+
+@dataclass
+class ThroughputWindow:
+    """Step timings since the last log line, split into compute and update.
+
+    "update" is ``optimizer.step()`` in one process and ``engine.step()`` under
+    DeepSpeed, where it starts with the gradient all-reduce.
+    """
+
+    batch_size: int
+    world_size: int = 1
+    compute_s: float = 0.0
+    update_s: float = 0.0
+    steps: int = 0
+    subnets: int = 0
+
+    def add(self, compute_s: float, update_s: float, subnets: int) -> None:
+        self.compute_s += compute_s
+        self.update_s += update_s
+        self.steps += 1
+        self.subnets += subnets
+
+    def take(self) -> dict[str, float]:
+        elapsed = max(self.compute_s + self.update_s, 1e-12)
+        steps = max(self.steps, 1)
+        timing = {
+            "steps": float(self.steps),
+            "compute_s_per_step": self.compute_s / steps,
+            "update_s_per_step": self.update_s / steps,
+            "samples_per_s": self.steps * self.batch_size * self.world_size / elapsed,
+            "subnets_per_s": self.subnets * self.world_size / elapsed,
+        }
+        self.compute_s = self.update_s = 0.0
+        self.steps = self.subnets = 0
+        return timing
+
+
+@dataclass
+class MetricsLog:
+    """Role means flushed as one JSON line every ``log_every_steps``."""
+
+    path: Path
+    means: RoleMeans = field(default_factory=RoleMeans)
+
+    def flush(self, step: int, lr: float, timing: dict[str, float]) -> dict[str, dict[str, float]]:
+        means = self.means.take()
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "lr": lr, "by_role": means, "timing": timing}) + "\n")
         return means
 
     def truncate_after(self, step: int) -> None:
@@ -184,20 +243,26 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> None:
 
 
 def train(
-    config: TrainConfig, resume: bool = False, show_progress: bool = True, until_step: int | None = None
+    config: TrainConfig,
+    resume: bool = False,
+    show_progress: bool = True,
+    until_step: int | None = None,
+    metrics: TrainingMetrics | None = None,
 ) -> TrainingRun:
     """Train (or continue) the run described by ``config``; returns the run.
 
     ``until_step`` stops early (with a checkpoint) without changing the schedule, for
-    time-sliced jobs; a later ``resume`` carries on exactly.
+    time-sliced jobs; a later ``resume`` carries on exactly. ``metrics`` receives each
+    logging window and checkpoint time (e.g. a Prometheus endpoint).
     """
     last_step = config.optim.steps if until_step is None else min(until_step, config.optim.steps)
     prepare_run_dir(config, resume)
     run = build_run(config)
-    metrics = MetricsLog(config.run_dir / METRICS_FILE)
+    log = MetricsLog(config.run_dir / METRICS_FILE)
+    window = ThroughputWindow(config.data.batch_size)
     if resume:
         restore(run, load_checkpoint(run.checkpoint_path))
-        metrics.truncate_after(run.step)
+        log.truncate_after(run.step)
     batches = BatchStream(run.data.train, config.data.batch_size, config.seed)
     run.model.train()
     with Progress(
@@ -208,16 +273,25 @@ def train(
         while run.step < last_step:
             images, labels = batches.batch(run.step)
             run.optimizer.zero_grad(set_to_none=True)
+            start = time.perf_counter()
             results = run_step(run.model, run.strategy, run.space, images, labels, run.step, run.rng)
+            middle = time.perf_counter()
             run.optimizer.step()
             run.scheduler.step()
+            window.add(middle - start, time.perf_counter() - middle, len(results))
             run.step += 1
-            metrics.add(results)
+            log.means.add(results)
             if run.step % config.log_every_steps == 0 or run.step == config.optim.steps:
-                means = metrics.flush(run.step, run.scheduler.get_last_lr()[0])
+                timing = window.take()
+                means = log.flush(run.step, run.scheduler.get_last_lr()[0], timing)
+                if metrics is not None:
+                    metrics.window(int(timing["steps"]), timing, means)
                 status = "  ".join(f"{role} loss {m['loss']:.3f} acc {m['accuracy']:.2f}" for role, m in means.items())
                 progress.update(bar, status=status)
             if run.step % config.checkpoint_every_steps == 0 or run.step == last_step:
+                started = time.perf_counter()
                 save_checkpoint(checkpoint_state(run), run.checkpoint_path)
+                if metrics is not None:
+                    metrics.checkpoint(time.perf_counter() - started)
             progress.update(bar, completed=run.step)
     return run

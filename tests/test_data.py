@@ -66,3 +66,13 @@ def test_batches_are_a_pure_function_of_the_step() -> None:
     first_epoch = torch.cat([a.batch(s)[1] for s in range(a.steps_per_epoch)])
     assert len(first_epoch) == a.steps_per_epoch * 32
     assert not torch.equal(a.batch(0)[1], a.batch(a.steps_per_epoch)[1])
+
+
+def test_distributed_shards_are_disjoint_and_cover_the_global_batch() -> None:
+    data = load_data(DataConfig()).train
+    single = BatchStream(data, 64, seed=2)
+    shards = [BatchStream(data, 32, seed=2, rank=r, world_size=2) for r in range(2)]
+    assert shards[0].steps_per_epoch == single.steps_per_epoch
+    for step in (0, 7, single.steps_per_epoch + 1):
+        halves = [s.batch(step)[0] for s in shards]
+        assert torch.equal(torch.cat(halves), single.batch(step)[0])

@@ -72,10 +72,11 @@ def test_evaluation_reports_bounds_and_random_subnets_and_leaves_the_supernet_un
     train(tiny, show_progress=False)
     trained = load_trained(tiny.run_dir)
     before = {k: v.clone() for k, v in trained.model.state_dict().items()}
-    results = evaluate_standard_subnets(trained, "val", random_subnets=2)
+    results = evaluate_standard_subnets(trained, ("val", "test"), random_subnets=2)
     assert [r.role for r in results] == ["smallest", "random-0", "random-1", "largest"]
     assert results[0].mflops < results[-1].mflops and results[0].params < results[-1].params
-    assert all(0.0 <= r.accuracy <= 1.0 for r in results)
-    assert results[-1].accuracy > 0.3  # 12 steps already beat chance (0.1) by far
+    assert all(set(r.accuracy) == {"val", "test"} for r in results)
+    assert all(0.0 <= acc <= 1.0 for r in results for acc in r.accuracy.values())
+    assert results[-1].accuracy["val"] > 0.3  # 12 steps already beat chance (0.1) by far
     for key, value in trained.model.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -1,0 +1,94 @@
+"""Cost of running a subnet *through the supernet* versus as its extracted standalone module.
+
+Forward + backward on the same batch, timed alternately (supernet, standalone, supernet, ...)
+so both see the same machine load; the ratio of medians is reported for the smallest, a
+median-FLOPs and the largest subnet of the demo space. Target: ratio ≤ 1.15.
+
+    python benchmarks/supernet_overhead.py [--batch-size 256] [--repeats 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from _common import write_results
+from nasfleet.orchestrator.cli import demo_config
+from nasfleet.supernet import build_space, extract
+
+
+def time_once(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=60)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    space = build_space(demo_config().space)
+    supernet = space.build_supernet().train()
+    rng = np.random.default_rng(0)
+    candidates = sorted((space.sample(rng) for _ in range(301)), key=space.flops)
+    subnets = {"smallest": space.smallest(), "median": candidates[150], "largest": space.largest()}
+    images = torch.randn(args.batch_size, 1, 8, 8)
+    labels = torch.randint(0, 10, (args.batch_size,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    rows = []
+    for role, arch in subnets.items():
+        standalone = extract(supernet, space, arch).train()
+
+        def through_supernet() -> None:
+            supernet.zero_grad(set_to_none=True)
+            loss_fn(supernet(images, arch), labels).backward()
+
+        def standalone_step() -> None:
+            standalone.zero_grad(set_to_none=True)
+            loss_fn(standalone(images), labels).backward()
+
+        for _ in range(5):  # warm-up: allocator, kernels
+            through_supernet()
+            standalone_step()
+        super_s, plain_s = [], []
+        for _ in range(args.repeats):
+            super_s.append(time_once(through_supernet))
+            plain_s.append(time_once(standalone_step))
+        ratio = statistics.median(super_s) / statistics.median(plain_s)
+        rows.append(
+            {
+                "subnet": role,
+                "arch": arch.describe(),
+                "mflops": space.flops(arch) / 1e6,
+                "supernet_ms": 1e3 * statistics.median(super_s),
+                "standalone_ms": 1e3 * statistics.median(plain_s),
+                "ratio": ratio,
+            }
+        )
+
+    lines = [
+        f"# Supernet vs extracted subnet, forward+backward, batch {args.batch_size}, median of {args.repeats}",
+        "",
+        "| subnet | arch | MFLOPs/image | supernet ms | standalone ms | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['subnet']} | `{r['arch']}` | {r['mflops']:.3f} | {r['supernet_ms']:.2f} | {r['standalone_ms']:.2f} | {r['ratio']:.3f} |"
+        for r in rows
+    ]
+    write_results(
+        "supernet_overhead", {"batch_size": args.batch_size, "repeats": args.repeats, "rows": rows}, "\n".join(lines) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

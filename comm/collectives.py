@@ -1,0 +1,387 @@
+"""Collectives as sequences of steps, each step a set of flows between ranks.
+
+A collective is stored as its *distinct* step patterns plus a schedule of
+``(pattern index, repeat count)`` entries, because the common algorithms repeat one
+traffic pattern many times (a ring all-reduce is one pattern, 2(p−1) times). The
+simulators solve each distinct pattern once; :meth:`Collective.expanded` gives the
+plain one-pattern-per-step form that the equivalence tests compare against.
+
+Steps are bulk-synchronous: step k+1 starts when every flow of step k has arrived.
+Sizes follow the usual conventions (n = ``size_bytes``):
+
+* all-reduce, reduce-scatter: n is the buffer each rank holds;
+* all-gather: n is the gathered output (each rank contributes n/p);
+* all-to-all: n is what each rank sends in total (n/p to each rank, its own part stays);
+* broadcast, point-to-point: n is the message; incast: each sender sends n to rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from nasfleet.errors import NasfleetError
+
+DEFAULT_PIPELINE_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Step:
+    """Flows that start together: ``src[i] -> dst[i]`` carrying ``size_bytes[i]``."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    size_bytes: np.ndarray
+
+    @staticmethod
+    def of(src, dst, size_bytes) -> "Step":
+        src = np.asarray(src, dtype=np.int64).ravel()
+        dst = np.asarray(dst, dtype=np.int64).ravel()
+        size = np.broadcast_to(np.asarray(size_bytes, dtype=np.float64), src.shape).copy()
+        if not (len(src) == len(dst)):
+            raise NasfleetError("bad step: src and dst must have the same length")
+        if np.any(size < 0):
+            raise NasfleetError("bad step: flow sizes must not be negative")
+        keep = (src != dst) & (size > 0)
+        return Step(src[keep], dst[keep], size[keep])
+
+    @property
+    def num_flows(self) -> int:
+        return len(self.src)
+
+    @property
+    def total_bytes(self) -> float:
+        return float(self.size_bytes.sum())
+
+    def key(self) -> bytes:
+        """Identity of the traffic pattern, for solving repeated patterns once."""
+        return self.src.tobytes() + b"|" + self.dst.tobytes() + b"|" + self.size_bytes.tobytes()
+
+
+@dataclass(frozen=True)
+class Collective:
+    """A collective operation: distinct step patterns and the order they run in."""
+
+    kind: str
+    algorithm: str
+    ranks: int
+    size_bytes: float
+    patterns: tuple[Step, ...]
+    schedule: tuple[tuple[int, int], ...]
+
+    @property
+    def num_steps(self) -> int:
+        return sum(repeat for _, repeat in self.schedule)
+
+    @property
+    def num_flows(self) -> int:
+        return sum(self.patterns[i].num_flows * repeat for i, repeat in self.schedule)
+
+    def steps(self) -> list[Step]:
+        """Every step in order (patterns repeated as scheduled)."""
+        return [self.patterns[i] for i, repeat in self.schedule for _ in range(repeat)]
+
+    def expanded(self) -> "Collective":
+        """The same collective with one freshly built pattern per step."""
+        steps = [Step.of(s.src.copy(), s.dst.copy(), s.size_bytes.copy()) for s in self.steps()]
+        return Collective(
+            self.kind, self.algorithm, self.ranks, self.size_bytes, tuple(steps), tuple((i, 1) for i in range(len(steps)))
+        )
+
+
+def from_steps(kind: str, algorithm: str, ranks: int, size_bytes: float, steps: list[tuple[Step, int]]) -> Collective:
+    """A collective from ``(step, repeat)`` pairs; identical patterns are merged."""
+    patterns: list[Step] = []
+    index: dict[bytes, int] = {}
+    schedule: list[tuple[int, int]] = []
+    for step, repeat in steps:
+        if repeat <= 0 or step.num_flows == 0:
+            continue
+        key = step.key()
+        if key not in index:
+            index[key] = len(patterns)
+            patterns.append(step)
+        i = index[key]
+        if schedule and schedule[-1][0] == i:
+            schedule[-1] = (i, schedule[-1][1] + repeat)
+        else:
+            schedule.append((i, repeat))
+    return Collective(kind, algorithm, ranks, float(size_bytes), tuple(patterns), tuple(schedule))
+
+
+# --- algorithms -----------------------------------------------------------------------
+
+
+def _ring_shift(p: int, shift: int, size: float) -> Step:
+    ranks = np.arange(p)
+    return Step.of(ranks, (ranks + shift) % p, size)
+
+
+def _ring(p: int, n: float, phases: int) -> list[tuple[Step, int]]:
+    return [(_ring_shift(p, 1, n / p), phases * (p - 1))]
+
+
+def _direct_exchange(p: int, chunk: float) -> Step:
+    src, dst = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    return Step.of(src, dst, chunk)
+
+
+def _pof2_fold(p: int) -> tuple[int, np.ndarray, list[int]]:
+    """Ranks that take part in the power-of-two core of a halving-doubling run.
+
+    As in MPICH, with p = 2^m + r the first 2r ranks pair up: each odd rank hands its
+    data to the even one before the core and gets the result back after it.
+    """
+    pof2 = 1 << (p.bit_length() - 1)
+    rem = p - pof2
+    core = np.concatenate([np.arange(0, 2 * rem, 2), np.arange(2 * rem, p)]).astype(np.int64)
+    return pof2, core, list(range(rem))
+
+
+def _halving(core: np.ndarray, n: float) -> list[tuple[Step, int]]:
+    """Recursive halving reduce-scatter over the ranks in ``core`` (a power of two).
+
+    As in Thakur, Rabenseifner and Gropp (2005): the first exchange is with the rank
+    p/2 away and moves n/2, then p/4 away with n/4, and so on.
+    """
+    q, steps, size, distance = len(core), [], n / 2, len(core) // 2
+    new = np.arange(q)
+    while distance >= 1:
+        steps.append((Step.of(core[new], core[new ^ distance], size), 1))
+        distance, size = distance // 2, size / 2
+    return steps
+
+
+def _doubling(core: np.ndarray, n: float) -> list[tuple[Step, int]]:
+    """Recursive doubling all-gather, the mirror image of :func:`_halving`."""
+    return list(reversed(_halving(core, n)))
+
+
+def _halving_doubling_allreduce(p: int, n: float) -> list[tuple[Step, int]]:
+    pof2, core, folded = _pof2_fold(p)
+    odd = np.array([2 * i + 1 for i in folded], dtype=np.int64)
+    pre = [(Step.of(odd, odd - 1, n), 1)] if folded else []
+    post = [(Step.of(odd - 1, odd, n), 1)] if folded else []
+    return pre + _halving(core, n) + _doubling(core, n) + post
+
+
+def _require_pof2(p: int, what: str) -> None:
+    if p & (p - 1):
+        raise NasfleetError(f"{what} with halving-doubling needs a power-of-two number of ranks, got {p}")
+
+
+def _btree_parents(p: int) -> np.ndarray:
+    """Parent of each rank in NCCL's in-order binary tree (root 0 has parent -1)."""
+    parent = np.full(p, -1, dtype=np.int64)
+    for rank in range(1, p):
+        bit = rank & -rank
+        up = (rank ^ bit) | (bit << 1)
+        parent[rank] = up if up < p else rank ^ bit
+    return parent
+
+
+def double_binary_tree_parents(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parents in NCCL's two complementary trees (second: mirrored if p even, shifted if odd)."""
+    first = _btree_parents(p)
+    ranks = np.arange(p)
+    if p % 2 == 0:
+        mirrored = first[p - 1 - ranks]
+        second = np.where(mirrored < 0, -1, p - 1 - mirrored)
+    else:
+        shifted = first[(ranks - 1) % p]
+        second = np.where(shifted < 0, -1, (shifted + 1) % p)
+    return first, second
+
+
+def _depth(parent: np.ndarray) -> int:
+    depth = np.zeros(len(parent), dtype=np.int64)
+    for rank in range(len(parent)):
+        d, r = 0, rank
+        while parent[r] >= 0:
+            r, d = parent[r], d + 1
+        depth[rank] = d
+    return int(depth.max(initial=0))
+
+
+def _pipeline_repeat(n_per_pipe: float, stages: int, chunk_bytes: int) -> tuple[int, float]:
+    """Steps and chunk size of a chunked pipeline over ``stages`` hops.
+
+    The steady-state pattern (every edge busy) is used for the fill and drain steps
+    too, which over-counts (stages − 1) chunks per edge: negligible when there are
+    many chunks, and a small over-estimate for messages of a few chunks.
+    """
+    chunks = max(1, math.ceil(n_per_pipe / chunk_bytes))
+    return chunks + stages - 1, n_per_pipe / chunks
+
+
+def _double_binary_tree_allreduce(p: int, n: float, chunk_bytes: int) -> list[tuple[Step, int]]:
+    # Reduce up and broadcast down both trees at once, each tree carrying half the data.
+    trees = double_binary_tree_parents(p)
+    depth = max(_depth(t) for t in trees)
+    repeat, chunk = _pipeline_repeat(n / 2, 2 * depth, chunk_bytes)
+    src, dst = [], []
+    for parent in trees:
+        child = np.flatnonzero(parent >= 0)
+        src += [child, parent[child]]
+        dst += [parent[child], child]
+    return [(Step.of(np.concatenate(src), np.concatenate(dst), chunk), repeat)]
+
+
+def _chain_broadcast(p: int, n: float, chunk_bytes: int) -> list[tuple[Step, int]]:
+    repeat, chunk = _pipeline_repeat(n, p - 1, chunk_bytes)
+    return [(Step.of(np.arange(p - 1), np.arange(1, p), chunk), repeat)]
+
+
+def _binomial_broadcast(p: int, n: float) -> list[tuple[Step, int]]:
+    steps, have = [], 1
+    while have < p:
+        src = np.arange(min(have, p - have))
+        steps.append((Step.of(src, src + have, n), 1))
+        have <<= 1
+    return steps
+
+
+def _pairwise_alltoall(p: int, n: float) -> list[tuple[Step, int]]:
+    return [(_ring_shift(p, k, n / p), 1) for k in range(1, p)]
+
+
+Builder = Callable[[int, float, int], list[tuple[Step, int]]]
+
+_ALGORITHMS: dict[str, dict[str, Builder]] = {
+    "allreduce": {
+        "ring": lambda p, n, c: _ring(p, n, 2),
+        "halving-doubling": lambda p, n, c: _halving_doubling_allreduce(p, n),
+        "double-binary-tree": _double_binary_tree_allreduce,
+        "direct": lambda p, n, c: [(_direct_exchange(p, n / p), 2)],
+    },
+    "reducescatter": {
+        "ring": lambda p, n, c: _ring(p, n, 1),
+        "halving-doubling": lambda p, n, c: (_require_pof2(p, "reduce-scatter"), _halving(np.arange(p), n))[1],
+        "direct": lambda p, n, c: [(_direct_exchange(p, n / p), 1)],
+    },
+    "allgather": {
+        "ring": lambda p, n, c: _ring(p, n, 1),
+        "halving-doubling": lambda p, n, c: (_require_pof2(p, "all-gather"), _doubling(np.arange(p), n))[1],
+        "direct": lambda p, n, c: [(_direct_exchange(p, n / p), 1)],
+    },
+    "alltoall": {
+        "pairwise": lambda p, n, c: _pairwise_alltoall(p, n),
+        "direct": lambda p, n, c: [(_direct_exchange(p, n / p), 1)],
+    },
+    "broadcast": {
+        "ring": _chain_broadcast,
+        "halving-doubling": lambda p, n, c: _binomial_broadcast(p, n),
+        "direct": lambda p, n, c: [(Step.of(np.zeros(p - 1), np.arange(1, p), n), 1)],
+    },
+    "p2p": {"direct": lambda p, n, c: [(Step.of([0], [p - 1], n), 1)]},
+    "incast": {"direct": lambda p, n, c: [(Step.of(np.arange(1, p), np.zeros(p - 1), n), 1)]},
+}
+
+DEFAULT_ALGORITHM = {
+    "allreduce": "ring",
+    "reducescatter": "ring",
+    "allgather": "ring",
+    "alltoall": "pairwise",
+    "broadcast": "ring",
+    "p2p": "direct",
+    "incast": "direct",
+}
+
+_KIND_ALIASES = {
+    "all-reduce": "allreduce",
+    "reduce-scatter": "reducescatter",
+    "all-gather": "allgather",
+    "all-to-all": "alltoall",
+    "point-to-point": "p2p",
+}
+
+
+def collective_kinds() -> list[str]:
+    return list(_ALGORITHMS)
+
+
+def algorithms_for(kind: str) -> list[str]:
+    return list(_ALGORITHMS[normalize_kind(kind)])
+
+
+def normalize_kind(kind: str) -> str:
+    name = _KIND_ALIASES.get(kind.lower(), kind.lower())
+    if name not in _ALGORITHMS:
+        raise NasfleetError(f"unknown collective {kind!r}: choose one of {', '.join(_ALGORITHMS)}")
+    return name
+
+
+def build_collective(
+    kind: str,
+    ranks: int,
+    size_bytes: float,
+    algorithm: str | None = None,
+    pipeline_chunk_bytes: int = DEFAULT_PIPELINE_CHUNK_BYTES,
+) -> Collective:
+    """The steps of collective ``kind`` run by ``algorithm`` over ``ranks`` ranks.
+
+    ``algorithm`` defaults to the usual one (ring, or pairwise for all-to-all);
+    ``pipeline_chunk_bytes`` is the chunk of the pipelined tree and chain algorithms.
+    """
+    kind = normalize_kind(kind)
+    algorithm = algorithm or DEFAULT_ALGORITHM[kind]
+    if algorithm not in _ALGORITHMS[kind]:
+        raise NasfleetError(
+            f"unknown algorithm {algorithm!r} for {kind}: choose one of {', '.join(_ALGORITHMS[kind])}"
+        )
+    if int(ranks) != ranks or ranks < 1:
+        raise NasfleetError(f"bad number of ranks {ranks}: must be a positive integer")
+    if kind in ("p2p", "incast") and ranks < 2:
+        raise NasfleetError(f"{kind} needs at least 2 ranks, got {ranks}")
+    if size_bytes < 0:
+        raise NasfleetError(f"bad size {size_bytes}: must not be negative")
+    if pipeline_chunk_bytes <= 0:
+        raise NasfleetError(f"bad pipeline chunk {pipeline_chunk_bytes}: must be positive")
+    steps = _ALGORITHMS[kind][algorithm](int(ranks), float(size_bytes), int(pipeline_chunk_bytes)) if ranks > 1 else []
+    return from_steps(kind, algorithm, int(ranks), size_bytes, steps)
+
+
+# --- placement ------------------------------------------------------------------------
+
+PLACEMENTS = ("contiguous", "strided", "random")
+
+
+def place_ranks(
+    ranks: int,
+    num_hosts: int,
+    gpus_per_host: int = 1,
+    placement: str | list[int] = "contiguous",
+    seed: int = 0,
+) -> np.ndarray:
+    """Host of each rank.
+
+    ``contiguous`` fills host 0's GPUs first, then host 1, ...; ``strided`` deals ranks
+    round-robin over hosts; ``random`` shuffles the contiguous slots (seeded); a list
+    gives each rank's host explicitly.
+    """
+    if gpus_per_host < 1:
+        raise NasfleetError(f"bad gpus_per_host {gpus_per_host}: must be at least 1")
+    slots = num_hosts * gpus_per_host
+    if ranks > slots:
+        raise NasfleetError(
+            f"{ranks} ranks do not fit on {num_hosts} hosts with {gpus_per_host} GPU(s) each ({slots} slots)"
+        )
+    if not isinstance(placement, str):
+        hosts = np.asarray(placement, dtype=np.int64)
+        if hosts.shape != (ranks,):
+            raise NasfleetError(f"bad placement: expected {ranks} host indices, got {hosts.size}")
+        if hosts.min(initial=0) < 0 or hosts.max(initial=0) >= num_hosts:
+            raise NasfleetError(f"bad placement: host indices must be in 0..{num_hosts - 1}")
+        if np.bincount(hosts, minlength=num_hosts).max(initial=0) > gpus_per_host:
+            raise NasfleetError(f"bad placement: more than {gpus_per_host} rank(s) on one host")
+        return hosts
+    if placement == "contiguous":
+        return np.arange(ranks, dtype=np.int64) // gpus_per_host
+    if placement == "strided":
+        return np.arange(ranks, dtype=np.int64) % num_hosts
+    if placement == "random":
+        return np.random.default_rng(seed).permutation(slots)[:ranks] // gpus_per_host
+    raise NasfleetError(f"unknown placement {placement!r}: choose one of {', '.join(PLACEMENTS)} or give a list")

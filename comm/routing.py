@@ -1,0 +1,270 @@
+"""Routing and transport schedules: how each flow's bytes are put on paths.
+
+Every schedule turns the flows of one step into *transfers*, the units a transport
+moves at a single rate: one per flow for ``spray`` (its bytes spread evenly over all
+shortest paths, as ideal per-packet spraying does), one per subflow for ``ecmp``,
+``ecmp-K`` and ``split`` (each subflow on one path). A transfer is a row of a sparse
+(transfers × links) matrix whose entries are the fraction of its bytes crossing each
+link; both simulators work from that matrix alone.
+
+Schedules are plug-ins in a small registry, chosen by name (:func:`get_routing`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from nasfleet.errors import NasfleetError
+from nasfleet.comm.collectives import Step
+from nasfleet.comm.topology import PathSet, Topology
+
+
+@dataclass(frozen=True)
+class Transfers:
+    """What the simulators consume for one step.
+
+    ``incidence[t, e]`` is the fraction of transfer ``t``'s bytes that cross link ``e``
+    (1 on a single path; 1/paths-per-link share under spraying). ``flow[t]`` is the
+    step flow the transfer belongs to; ``latency_s[t]`` the propagation delay of its
+    (longest) path, added once when its last byte leaves.
+    ``share[t]`` is the transfer's fraction of its flow's bytes: fairness is per flow,
+    so the subflows of one flow split that flow's fair share instead of each claiming
+    a full one (a NIC arbitrates between messages, not between their pieces).
+    """
+
+    flow: np.ndarray
+    size_bytes: np.ndarray
+    latency_s: np.ndarray
+    incidence: sp.csr_matrix
+    num_flows: int
+    share: np.ndarray
+
+    @property
+    def num_transfers(self) -> int:
+        return len(self.flow)
+
+    def link_bytes(self) -> np.ndarray:
+        """Bytes each link carries in this step."""
+        return np.asarray(self.incidence.T @ self.size_bytes).ravel()
+
+
+@dataclass(frozen=True)
+class RoutingContext:
+    """A step's flows mapped to hosts, ToR pairs and candidate paths."""
+
+    topology: Topology
+    src_rank: np.ndarray
+    dst_rank: np.ndarray
+    src_host: np.ndarray
+    dst_host: np.ndarray
+    size_bytes: np.ndarray
+    pair: np.ndarray  # ToR-pair index of each flow into ``paths``
+    paths: PathSet
+    path_latency_s: np.ndarray
+
+    @staticmethod
+    def build(topology: Topology, step: Step, rank_host: np.ndarray) -> "RoutingContext":
+        src_host, dst_host = rank_host[step.src], rank_host[step.dst]
+        tor = topology.host_tor
+        key = tor[src_host] * topology.num_tors + tor[dst_host]
+        unique, pair = np.unique(key, return_inverse=True)
+        paths = topology.fabric_paths(unique // topology.num_tors, unique % topology.num_tors)
+        latency = topology.link_latency_s
+        fabric = np.where(paths.links >= 0, latency[np.maximum(paths.links, 0)], 0.0).sum(axis=1)
+        return RoutingContext(
+            topology=topology,
+            src_rank=step.src,
+            dst_rank=step.dst,
+            src_host=src_host,
+            dst_host=dst_host,
+            size_bytes=step.size_bytes,
+            pair=pair.ravel(),
+            paths=paths,
+            path_latency_s=fabric,
+        )
+
+    @property
+    def num_flows(self) -> int:
+        return len(self.src_rank)
+
+    @property
+    def paths_per_flow(self) -> np.ndarray:
+        return self.paths.paths_per_pair[self.pair]
+
+    @property
+    def on_host(self) -> np.ndarray:
+        """Flows between two ranks on one host: they never touch the network."""
+        return self.src_host == self.dst_host
+
+    def host_links(self, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Host up- and down-link of each flow, and their combined latency."""
+        topo = self.topology
+        up, down = topo.host_up_link[self.src_host[flow]], topo.host_down_link[self.dst_host[flow]]
+        return up, down, topo.link_latency_s[up] + topo.link_latency_s[down]
+
+    def single_path_transfers(self, flow: np.ndarray, path_row: np.ndarray, size_bytes: np.ndarray) -> Transfers:
+        """Transfers that each follow exactly one path (``path_row`` into ``paths.links``)."""
+        up, down, host_latency = self.host_links(flow)
+        fabric = self.paths.links[path_row]
+        links = np.concatenate([up[:, None], fabric, down[:, None]], axis=1)
+        off_host = ~self.on_host[flow]
+        valid = (links >= 0) & off_host[:, None]
+        rows = np.broadcast_to(np.arange(len(flow))[:, None], links.shape)[valid]
+        incidence = sp.csr_matrix(
+            (np.ones(len(rows)), (rows, links[valid])), shape=(len(flow), self.topology.num_links)
+        )
+        latency = np.where(off_host, host_latency + self.path_latency_s[path_row], 0.0)
+        share = size_bytes / self.size_bytes[flow]
+        return Transfers(flow, size_bytes, latency, incidence, self.num_flows, share)
+
+
+def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For item i repeated counts[i] times: (item index, position within its run)."""
+    item = np.repeat(np.arange(len(counts)), counts)
+    start = np.repeat(np.cumsum(counts) - counts, counts)
+    return item, np.arange(len(item)) - start
+
+
+def flow_hash(src_rank: np.ndarray, dst_rank: np.ndarray, subflow: np.ndarray, seed: int) -> np.ndarray:
+    """A well-mixed 64-bit hash of (src, dst, subflow, seed), as a switch hashes a 5-tuple.
+
+    The same connection hashes the same way in every step, so a repeated pattern is
+    routed identically each time it recurs.
+    """
+    with np.errstate(over="ignore"):
+        x = (
+            np.asarray(src_rank, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            ^ np.asarray(dst_rank, dtype=np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+            ^ np.asarray(subflow, dtype=np.uint64) * np.uint64(0x165667B19E3779F9)
+            ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0xD6E8FEB86659FD93)
+        )
+        # splitmix64 finaliser
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+class Routing(Protocol):
+    """A routing/transport schedule: turns one step's flows into transfers."""
+
+    name: str
+
+    def route(self, ctx: RoutingContext, seed: int) -> Transfers: ...
+
+
+@dataclass(frozen=True)
+class HashedRouting:
+    """ECMP: every flow split into ``ways`` equal subflows, each hashed onto one path.
+
+    ``ways == 1`` is plain per-flow ECMP; ``ways > 1`` is MP-RDMA-style ECMP-k.
+    """
+
+    ways: int = 1
+
+    @property
+    def name(self) -> str:
+        return "ecmp" if self.ways == 1 else f"ecmp-{self.ways}"
+
+    def route(self, ctx: RoutingContext, seed: int) -> Transfers:
+        flow = np.repeat(np.arange(ctx.num_flows), self.ways)
+        sub = np.tile(np.arange(self.ways), ctx.num_flows)
+        choice = flow_hash(ctx.src_rank[flow], ctx.dst_rank[flow], sub, seed) % ctx.paths_per_flow[flow].astype(np.uint64)
+        path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + choice.astype(np.int64)
+        return ctx.single_path_transfers(flow, path_row, ctx.size_bytes[flow] / self.ways)
+
+
+@dataclass(frozen=True)
+class SprayRouting:
+    """Ideal per-packet spraying: each flow's bytes split evenly over all its paths (fluid)."""
+
+    name: str = "spray"
+
+    def route(self, ctx: RoutingContext, seed: int) -> Transfers:
+        flows = np.arange(ctx.num_flows)
+        counts = np.where(ctx.on_host, 0, ctx.paths_per_flow)
+        flow, k = _expand(counts)
+        path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + k
+        fabric = ctx.paths.links[path_row]
+        valid = fabric >= 0
+        share = 1.0 / counts[flow]
+        up, down, host_latency = ctx.host_links(flows)
+        off = ~ctx.on_host
+        rows = np.concatenate([flows[off], flows[off], np.broadcast_to(flow[:, None], fabric.shape)[valid]])
+        cols = np.concatenate([up[off], down[off], fabric[valid]])
+        vals = np.concatenate([np.ones(2 * off.sum()), np.broadcast_to(share[:, None], fabric.shape)[valid]])
+        incidence = sp.csr_matrix((vals, (rows, cols)), shape=(ctx.num_flows, ctx.topology.num_links))
+        longest = np.zeros(ctx.num_flows)
+        np.maximum.at(longest, flow, ctx.path_latency_s[path_row])
+        latency = np.where(off, host_latency + longest, 0.0)
+        return Transfers(flows, ctx.size_bytes.copy(), latency, incidence, ctx.num_flows, np.ones(ctx.num_flows))
+
+
+@dataclass(frozen=True)
+class SplitRouting:
+    """Application-layer splitting onto single paths with the fewest subflows.
+
+    Flows are grouped by (source ToR, destination ToR, size). A group of r flows of
+    size f with s usable paths, g = gcd(r, s), splits each flow into s/g subflows of
+    f·g/s and puts r/g subflows on every path: each path carries r·f/s, exactly what
+    ideal spraying gives, with lcm(r, s) subflows per group — no rule does it with
+    fewer. Grouping by destination ToR too keeps the spine-to-leaf links balanced;
+    when a ToR's flows all go to one ToR this is the per-ToR rule.
+    """
+
+    name: str = "split"
+
+    def route(self, ctx: RoutingContext, seed: int) -> Transfers:
+        order = np.lexsort((np.arange(ctx.num_flows), ctx.size_bytes, ctx.pair))
+        pair, size = ctx.pair[order], ctx.size_bytes[order]
+        starts = np.flatnonzero(np.r_[True, (pair[1:] != pair[:-1]) | (size[1:] != size[:-1])])
+        group_size = np.diff(np.r_[starts, len(order)])
+        group = np.repeat(np.arange(len(starts)), group_size)
+        index_in_group = np.arange(len(order)) - starts[group]
+        s = ctx.paths_per_flow[order]
+        g = np.gcd(group_size[group], s)
+        ways = s // g
+        flow_sorted, j = _expand(ways)
+        flow = order[flow_sorted]
+        path = (index_in_group[flow_sorted] * ways[flow_sorted] + j) % s[flow_sorted]
+        path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + path
+        return ctx.single_path_transfers(flow, path_row, ctx.size_bytes[flow] / ways[flow_sorted])
+
+
+_ECMP_K = re.compile(r"^ecmp-(\d+)$")
+_NAMED: dict[str, Callable[[], Routing]] = {
+    "ecmp": lambda: HashedRouting(1),
+    "spray": SprayRouting,
+    "split": SplitRouting,
+}
+
+
+def routing_names() -> list[str]:
+    """Registered names (``ecmp-K`` is accepted for any integer K ≥ 1 as well)."""
+    return [*_NAMED, "ecmp-K"]
+
+
+def get_routing(name: str) -> Routing:
+    """The schedule registered as ``name``: ``ecmp``, ``spray``, ``split`` or ``ecmp-K``."""
+    key = name.strip().lower()
+    if key in _NAMED:
+        return _NAMED[key]()
+    match = _ECMP_K.match(key)
+    if match and int(match.group(1)) >= 1:
+        return HashedRouting(int(match.group(1)))
+    raise NasfleetError(f"unknown routing {name!r}: choose ecmp, spray, split or ecmp-K (e.g. ecmp-4)")
+
+
+def is_hashed(name: str) -> bool:
+    """Whether the schedule depends on the hash seed (and so is reported over seeds)."""
+    return isinstance(get_routing(name), HashedRouting)
+
+
+def route_step(topology: Topology, step: Step, rank_host: np.ndarray, routing: Routing, seed: int = 0) -> Transfers:
+    """Transfers of one step under ``routing``."""
+    return routing.route(RoutingContext.build(topology, step, rank_host), seed)
+

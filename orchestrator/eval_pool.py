@@ -1,0 +1,277 @@
+"""Evaluate many subnets at once: a pool of Ray actors over one shared copy of the supernet.
+
+Subnets of one supernet share every weight, so the pool places the trained weights (and
+the data set) in Ray's object store once, as NumPy arrays. Each actor maps them
+zero-copy and read-only from shared memory and builds its supernet *on* those arrays
+(``load_state_dict(assign=True)``), so N actors cost one copy of the weights, not N.
+Only the batch-norm buffers are private per actor: per-subnet BN recalibration writes them.
+
+Each actor runs the same :func:`~nasfleet.orchestrator.evaluate.evaluate_arch` as the
+in-process path, so the pool's accuracies equal it exactly (same threads, same inputs).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.util import ActorPool
+from torch import nn
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.config import TrainConfig
+from nasfleet.orchestrator.data import DataSplits, ImageSet
+from nasfleet.orchestrator.metrics import TrainingMetrics
+from nasfleet.orchestrator.evaluate import SubnetResult, TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.results_store import ResultsStore, SubnetRecord
+from nasfleet.orchestrator.trainer import space_for_data
+from nasfleet.supernet import Arch, SearchSpace
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class MemoryBacking:
+    """Where a tensor's bytes live in an actor's address space (from ``/proc/self/maps``).
+
+    Two actors whose tensors report the same ``path``, ``inode`` and ``offset`` of a
+    ``shared`` mapping read the very same physical memory.
+    """
+
+    path: str
+    inode: int
+    offset: int
+    shared: bool
+
+
+def _to_numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
+    return {name: t.detach().cpu().numpy() for name, t in model.state_dict().items()}
+
+
+def _to_numpy_data(data: DataSplits) -> dict[str, Any]:
+    arrays = {name: (s.images.numpy(), s.labels.numpy()) for name, s in zip(SPLITS, (data.train, data.val, data.test))}
+    return {"splits": arrays, "num_classes": data.num_classes}
+
+
+def _view(array: np.ndarray) -> torch.Tensor:
+    """A tensor over the object store's read-only buffer, without copying it."""
+    with warnings.catch_warnings():
+        # torch warns that the array is not writable; it never is written here.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _data_from_shared(shared: dict[str, Any]) -> DataSplits:
+    sets = [ImageSet(_view(images), _view(labels)) for images, labels in (shared["splits"][s] for s in SPLITS)]
+    return DataSplits(*sets, num_classes=int(shared["num_classes"]))
+
+
+def _batchnorm_buffer_names(model: nn.Module) -> set[str]:
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            names.update(f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False))
+    return names
+
+
+def supernet_on_shared_weights(space: SearchSpace, weights: dict[str, np.ndarray]) -> nn.Module:
+    """The space's supernet with its parameters backed by ``weights`` (no copy), in eval mode.
+
+    The module is created on the meta device (no memory for initial weights), then the
+    shared arrays are assigned in; batch-norm buffers get private, writable copies.
+    """
+    with torch.device("meta"):
+        model = space.build_supernet()
+    private = _batchnorm_buffer_names(model)
+    state = {name: (torch.from_numpy(a.copy()) if name in private else _view(a)) for name, a in weights.items()}
+    model.load_state_dict(state, assign=True)
+    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left_on_meta:  # a non-persistent buffer is not in the state dict: this scheme cannot fill it
+        raise RuntimeError(f"supernet tensors not in its state dict: {left_on_meta}")
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _backings(tensors: dict[str, torch.Tensor]) -> dict[str, MemoryBacking]:
+    maps = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            path = parts[5].strip() if len(parts) > 5 else ""
+            maps.append((lo, hi, int(parts[2], 16), int(parts[4]), path, "s" in parts[1]))
+    maps.sort()
+    starts = [m[0] for m in maps]
+    out = {}
+    for name, tensor in tensors.items():
+        address = tensor.data_ptr()
+        i = bisect.bisect_right(starts, address) - 1
+        lo, hi, file_offset, inode, path, shared = maps[i]
+        if not lo <= address < hi:
+            raise RuntimeError(f"tensor {name} at {address:#x} is in no mapping")
+        out[name] = MemoryBacking(path, inode, file_offset + address - lo, shared)
+    return out
+
+
+class _SubnetEvaluator:
+    """One actor: a supernet over the shared weights, evaluating one subnet per call."""
+
+    def __init__(self, config: TrainConfig, step: int, shared: list[ray.ObjectRef], threads: int) -> None:
+        torch.set_num_threads(threads)
+        self._shared = shared  # held so the object store keeps the buffers pinned for this actor
+        weights, data = ray.get(shared)
+        data_splits = _data_from_shared(data)
+        space = space_for_data(config, data_splits)
+        model = supernet_on_shared_weights(space, weights)
+        self.trained = TrainedSupernet(config, data_splits, space, model, step)
+
+    def evaluate(self, arch: Arch, role: str, splits: tuple[str, ...]) -> SubnetResult:
+        return evaluate_arch(self.trained, arch, splits, role)
+
+    def memory_backings(self) -> dict[str, MemoryBacking]:
+        tensors = {f"model/{n}": t for n, t in self.trained.model.state_dict().items()}
+        for split in SPLITS:
+            tensors[f"data/{split}/images"] = self.trained.data.split(split).images
+            tensors[f"data/{split}/labels"] = self.trained.data.split(split).labels
+        return _backings(tensors)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class EvaluationPool:
+    """Evaluates subnets of one trained supernet on ``num_actors`` Ray actors.
+
+    Needs a running Ray (``ray.init(...)`` or a cluster address) with at least
+    ``num_actors * num_cpus_per_actor`` CPUs free; the constructor waits (up to
+    ``ready_timeout_s``) until every actor has mapped the weights, so a pool that cannot be
+    placed fails here rather than hanging. With ``store``, results are appended to that
+    Parquet data set every ``flush_every`` subnets and at the end, so a crash loses at most
+    the subnets since the last flush. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        trained: TrainedSupernet | Path | str,
+        num_actors: int = 2,
+        splits: Sequence[str] = ("val",),
+        num_cpus_per_actor: float = 1.0,
+        store: ResultsStore | None = None,
+        flush_every: int = 32,
+        run_name: str | None = None,
+        ready_timeout_s: float = 300.0,
+        metrics: TrainingMetrics | None = None,
+    ) -> None:
+        if num_actors < 1:
+            raise NasfleetError(f"an evaluation pool needs at least one actor, got {num_actors}")
+        if flush_every < 1:
+            raise NasfleetError(f"flush_every must be at least 1, got {flush_every}")
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown or not splits:
+            raise NasfleetError(f"unknown split {unknown[0] if unknown else '(none)'!r} (expected train, val or test)")
+        if not ray.is_initialized():
+            raise NasfleetError("Ray is not running: call ray.init() or connect to a cluster before creating the pool")
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        if num_actors * num_cpus_per_actor > cpus:
+            raise NasfleetError(
+                f"{num_actors} actors × {num_cpus_per_actor:g} CPUs need more than the cluster's {cpus:g} CPUs"
+            )
+        if not isinstance(trained, TrainedSupernet):
+            trained = load_trained(Path(trained))
+        self.trained = trained
+        self.splits = tuple(splits)
+        self.store = store
+        self.flush_every = flush_every
+        self.metrics = metrics
+        self.run_name = run_name or trained.config.run_dir.name
+        self.checkpoint_id = trained.checkpoint_id
+        # One put each: every actor maps these same objects from shared memory.
+        self._shared = [ray.put(_to_numpy_state(trained.model)), ray.put(_to_numpy_data(trained.data))]
+        actor_class = ray.remote(_SubnetEvaluator).options(num_cpus=num_cpus_per_actor)
+        threads = max(1, int(num_cpus_per_actor))
+        self.actors = [
+            actor_class.remote(trained.config, trained.step, self._shared, threads) for _ in range(num_actors)
+        ]
+        self._wait_until_ready(ready_timeout_s)
+        self._pool = ActorPool(self.actors)
+
+    def _wait_until_ready(self, timeout_s: float) -> None:
+        """Fail now, not on the first evaluation, when actors cannot be placed (CPUs already taken)."""
+        ready, _ = ray.wait([a.pid.remote() for a in self.actors], num_returns=len(self.actors), timeout=timeout_s)
+        wanted = len(self.actors)
+        if len(ready) < wanted:
+            free = ray.available_resources().get("CPU", 0.0)
+            self.close()
+            raise NasfleetError(
+                f"only {len(ready)} of {wanted} evaluation actors started within {timeout_s:g} s "
+                f"({free:g} CPUs free: other actors or jobs hold the rest)"
+            )
+        try:
+            ray.get(ready)  # an actor that failed to start raises here
+        except Exception:
+            self.close()
+            raise
+
+    def evaluate(self, archs: Sequence[Arch], roles: Sequence[str] | None = None) -> list[SubnetResult]:
+        """Evaluate every architecture (in parallel across the actors); results in input order."""
+        return list(self.iter_evaluate(archs, roles))
+
+    def iter_evaluate(self, archs: Sequence[Arch], roles: Sequence[str] | None = None) -> Iterator[SubnetResult]:
+        """Like :meth:`evaluate`, yielding each result (in input order) as soon as it and those before it are done."""
+        if not self.actors:
+            raise NasfleetError("the evaluation pool is closed")
+        if roles is not None and len(roles) != len(archs):
+            raise NasfleetError(f"{len(roles)} roles given for {len(archs)} architectures")
+        for arch in archs:
+            self.trained.space.validate(arch)  # here, so a bad arch is one line, not a remote traceback
+        items = list(zip(archs, roles if roles is not None else [""] * len(archs)))
+        return self._results(items)
+
+    def _results(self, items: list[tuple[Arch, str]]) -> Iterator[SubnetResult]:
+        pending: list[SubnetResult] = []
+        splits = self.splits
+        started, done = time.perf_counter(), 0
+        try:
+            for result in self._pool.map(lambda actor, item: actor.evaluate.remote(item[0], item[1], splits), items):
+                pending.append(result)
+                done += 1
+                if len(pending) >= self.flush_every:
+                    self._flush(pending)
+                yield result
+        finally:
+            self._flush(pending)  # also when an evaluation fails: keep what finished
+            if self.metrics is not None and done:
+                self.metrics.evaluated(done, done / (time.perf_counter() - started))
+
+    def _flush(self, pending: list[SubnetResult]) -> None:
+        if self.store is not None and pending:
+            self.store.append([SubnetRecord.from_result(r, self.run_name, self.checkpoint_id) for r in pending])
+        pending.clear()
+
+    def memory_backings(self) -> list[dict[str, MemoryBacking]]:
+        """Per actor, where each weight, BN buffer and data tensor lives: shows what is shared.
+
+        Reads ``/proc/self/maps`` in the actors, so Linux only.
+        """
+        return ray.get([a.memory_backings.remote() for a in self.actors])
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        self._shared = []
+
+    def __enter__(self) -> EvaluationPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,48 @@
+"""Prometheus metrics, scraped over real HTTP from the endpoint a training run serves."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.config import TrainConfig
+from nasfleet.orchestrator.metrics import prometheus_metrics
+from nasfleet.orchestrator.trainer import train
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_single_process_training_serves_its_metrics_on_loopback(tiny: TrainConfig) -> None:
+    endpoint = prometheus_metrics(port=0)
+    try:
+        assert endpoint.host == "127.0.0.1"
+        train(tiny, show_progress=False, metrics=endpoint.metrics)
+        samples = scrape(endpoint.url)
+    finally:
+        endpoint.close()
+    assert samples[("nasfleet_train_steps_total", ())] == 12
+    assert samples[("nasfleet_checkpoint_seconds_count", ())] == 3  # steps 4, 8, 12
+    assert samples[("nasfleet_train_samples_per_second", ())] > 0
+    for role in ("largest", "smallest", "random"):
+        assert 0 <= samples[("nasfleet_subnet_accuracy", (("role", role),))] <= 1
+        assert samples[("nasfleet_subnet_loss", (("role", role),))] > 0
+
+
+def test_a_port_in_use_is_a_user_error() -> None:
+    first = prometheus_metrics(port=0)
+    try:
+        with pytest.raises(NasfleetError, match="cannot serve metrics"):
+            prometheus_metrics(port=first.port)
+    finally:
+        first.close()

@@ -1,0 +1,46 @@
+"""Training without Ray: two ranks started by `mpiexec` (mpi4py discovery) or by `torchrun`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from nasfleet.orchestrator.storage import latest_checkpoint
+
+from conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+LAUNCHERS = {
+    "mpi": [str(BIN / "mpiexec"), "-n", "2", sys.executable, "-m", "nasfleet.orchestrator.cli"],
+    "torchrun": [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "nasfleet.orchestrator.cli"],
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_ranks_train_publish_checkpoints_and_record_results(launcher: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / f"run-{launcher}"
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+    result = subprocess.run(
+        [*LAUNCHERS[launcher], "train", "--config", str(config), "--launcher", launcher],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = latest_checkpoint(str(run_dir))
+    assert checkpoint is not None and checkpoint.endswith("checkpoint_00000012")
+    assert not list(run_dir.glob(".checkpoint_*"))  # staged folders were all published
+    ranks = [torch.load(Path(checkpoint) / f"rank_{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4.0, 8.0, 12.0]
+    results = pd.read_parquet(run_dir / "results")
+    assert sorted(results["role"]) == ["largest", "random-0", "smallest"]  # rank 0 alone evaluated

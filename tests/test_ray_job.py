@@ -1,0 +1,111 @@
+"""`ray job submit` against a real Ray head on 127.0.0.1 with token authentication on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from nasfleet.orchestrator.storage import latest_checkpoint
+
+from conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    """Stop only this head (`ray stop` would stop every Ray cluster on the machine)."""
+    roots = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+    victims = {p for root in roots for p in [root, *root.children(recursive=True)]}
+    for p in victims:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(victims), timeout=15)
+    for p in alive:
+        p.kill()
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    temp_dir = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    subprocess.run(
+        [
+            RAY, "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
+            f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    try:
+        yield f"http://127.0.0.1:{dashboard_port}"
+    finally:
+        _stop_cluster(temp_dir)
+
+
+def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(ray_head: str, tmp_path: Path) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path / "unused" / "tiny-job").model_dump(mode="json")))
+    storage = tmp_path / "storage"
+    submission_id = f"nasfleet-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    submit = subprocess.run(
+        [
+            RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
+            "--submission-id", submission_id,
+            "--runtime-env-json", json.dumps({"env_vars": {"OMP_NUM_THREADS": "1"}}),
+            "--", sys.executable, "-m", "nasfleet.orchestrator.cli", "train", "--config", str(config),
+            "--workers", "2", "--storage-path", str(storage),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    status = subprocess.run(
+        [RAY, "job", "status", "--address", ray_head, submission_id], env=env, capture_output=True, text=True
+    )
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert status.returncode == 0 and "succeeded" in (status.stdout + status.stderr).lower(), status.stdout
+    run_folder = storage / "tiny-job"
+    checkpoint = latest_checkpoint(str(run_folder))
+    assert checkpoint is not None and checkpoint.endswith("checkpoint_00000012")
+    assert (Path(checkpoint) / "supernet.pt").is_file()
+    results = pd.read_parquet(run_folder / "results")
+    assert sorted(results["role"]) == ["largest", "random-0", "smallest"]
+    assert results["checkpoint"].str.contains("checkpoint_00000012").all()
+
+
+def test_submitting_without_the_token_is_refused(ray_head: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+    started = time.monotonic()
+    result = subprocess.run(
+        [RAY, "job", "list", "--address", ray_head], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and time.monotonic() - started < 120
