@@ -156,12 +156,19 @@ def connect_ray(address: str | None, metrics_export_port: int | None = None) -> 
         raise NasfleetError(f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]}") from None
 
 
-def check_resources(options: DistributedOptions) -> None:
+def ray_is_running() -> bool:
     import ray
 
-    resources = ray.cluster_resources()
+    return ray.is_initialized()
+
+
+def check_resources(options: DistributedOptions, have: int | None = None) -> None:
+    """Enough CPUs (or GPUs) for one worker each; ``have`` defaults to the connected cluster's."""
+    import ray
+
     kind = "GPU" if options.use_gpu else "CPU"
-    have = int(resources.get(kind, 0))
+    if have is None:
+        have = int(ray.cluster_resources().get(kind, 0))
     if options.workers > have:
         raise NasfleetError(f"{options.workers} workers need {options.workers} {kind}s but the Ray cluster has {have}")
 
@@ -190,6 +197,9 @@ def train_distributed(
     if existing and checkpoint_step(existing) >= last_step:
         return DistributedResult(folder, existing, checkpoint_step(existing), {})
     prediction = predict_for_job(config, options.workers, deepspeed_config, options.comm)
+    starts_local_cluster = not (options.ray_address or os.environ.get("RAY_ADDRESS")) and not ray_is_running()
+    if starts_local_cluster and not options.use_gpu:
+        check_resources(options, have=os.cpu_count() or 1)  # before paying for a cluster start
     connect_ray(options.ray_address, options.metrics_export_port)
     check_resources(options)
 

@@ -96,3 +96,33 @@ def test_corrupted_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     broken.mkdir()
     (broken / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes()[:2048])
     assert_one_line_error(nasfleet("evaluate", "--run", str(broken)), "corrupted")
+
+
+def test_missing_deepspeed_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    result = nasfleet("train", "--config", str(config), "--workers", "2", "--deepspeed", str(tmp_path / "ds.json"))
+    assert_one_line_error(result, "DeepSpeed config", "does not exist")
+
+
+def test_unreachable_ray_address(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    result = nasfleet("train", "--config", str(config), "--workers", "2", "--ray-address", "127.0.0.1:9")
+    assert_one_line_error(result, "cannot reach the Ray cluster at 127.0.0.1:9")
+
+
+def test_invalid_storage_uri(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    result = nasfleet("train", "--config", str(config), "--workers", "2", "--storage-path", "nosuch://bucket/runs")
+    assert_one_line_error(result, "invalid storage URI 'nosuch://bucket/runs'")
+
+
+@pytest.mark.slow
+def test_more_workers_than_cpus(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    result = nasfleet("train", "--config", str(config), "--workers", "64")
+    assert_one_line_error(result, "64 workers need 64 CPUs")
+
+
+def test_unknown_launcher(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    assert_one_line_error(nasfleet("train", "--config", str(config), "--launcher", "slurm"), "unknown launcher 'slurm'")
