@@ -108,10 +108,21 @@ class RayTrainContext(RankContext):
         return ray_metrics() if self.rank == 0 else None
 
 
+def quiet_ray_train_reports() -> None:
+    """Ray Train logs every report (metrics dict included) at INFO; ours are in the metrics instead.
+
+    Its worker-context logger is named after its file, so it is found through the module.
+    """
+    try:
+        from ray.train.v2._internal.execution import context as ray_train_context
+    except ImportError:  # a later Ray moved it: the log stays noisy, nothing breaks
+        return
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's per-worker function."""
-    # Ray Train logs every report at INFO; progress is in the metrics instead.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    quiet_ray_train_reports()
     train_rank(RankJob.model_validate(loop_config), RayTrainContext())
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import urllib.request
 from dataclasses import replace
 import threading
 import time
 from pathlib import Path
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 import ray
 import torch
@@ -26,9 +29,23 @@ pytestmark = pytest.mark.slow
 TWO_WORKERS = DistributedOptions(workers=2, max_failures=2)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def local_ray(metrics_port: int):
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
+        _metrics_export_port=metrics_port,
+    )
     yield
     ray.shutdown()
 
@@ -67,6 +84,24 @@ def test_ranks_train_different_subnets_but_keep_identical_weights(straight_run: 
     assert ranks[0]["subnets_trained"] == ranks[1]["subnets_trained"] == 12 * 3
     trained = load_trained(straight_run)
     assert trained.step == 12
+
+
+def test_rank_zero_metrics_are_scraped_from_rays_agent_endpoint(straight: DistributedResult, metrics_port: int) -> None:
+    deadline, steps = time.monotonic() + 90, None
+    while steps is None and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("ray_nasfleet_")
+        }
+        steps = values.get("ray_nasfleet_train_steps_total", values.get("ray_nasfleet_train_steps"))
+        if steps is None:
+            time.sleep(2)
+    assert steps == 12, sorted(values)
+    assert any(name.startswith("ray_nasfleet_subnet_accuracy") for name in values)
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(straight_run: Path, tmp_path: Path) -> None:
