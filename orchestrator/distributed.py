@@ -157,7 +157,7 @@ def connect_ray(address: str | None, metrics_export_port: int | None = None) -> 
     if address:
         check_reachable(address)
     # A cluster started here serves on loopback only; joining one uses its own addresses.
-    local: dict[str, Any] = {} if address else {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
+    local: dict[str, Any] = {} if address else {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
     if not address and metrics_export_port is not None:
         local["_metrics_export_port"] = metrics_export_port
     try:
