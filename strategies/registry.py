@@ -8,12 +8,17 @@ from pydantic import ValidationError
 
 from nasfleet.errors import NasfleetError
 from nasfleet.strategies.base import TrainingStrategy
+from nasfleet.strategies.deps import DepsStrategy
+from nasfleet.strategies.progressive import ProgressiveStrategy
 from nasfleet.strategies.sandwich import SandwichStrategy
+from nasfleet.strategies.shift import ShiftStrategy
+from nasfleet.strategies.sorted import SortedStrategy
 from nasfleet.strategies.uniform import UniformStrategy
 from nasfleet.supernet import SearchSpace
 
 STRATEGIES: dict[str, type[TrainingStrategy]] = {
-    cls.name: cls for cls in (UniformStrategy, SandwichStrategy)
+    cls.name: cls
+    for cls in (UniformStrategy, SandwichStrategy, SortedStrategy, ShiftStrategy, DepsStrategy, ProgressiveStrategy)
 }
 
 
