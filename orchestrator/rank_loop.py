@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict
 
 from nasfleet.errors import NasfleetError
@@ -45,15 +46,17 @@ def checkpoint_step(checkpoint: str) -> int:
 
 
 def load_deepspeed_config(path: Path | None) -> dict[str, Any]:
-    """The user's DeepSpeed JSON (None: ZeRO stage 0 in fp32, the CPU-friendly default)."""
+    """The user's DeepSpeed config, JSON or YAML (None: ZeRO stage 0 in fp32, the CPU-friendly default)."""
     if path is None:
         return dict(DEFAULT_DEEPSPEED_CONFIG)
     if not path.is_file():
         raise NasfleetError(f"DeepSpeed config {path} does not exist")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise NasfleetError(f"DeepSpeed config {path} is not valid JSON: {exc}") from None
+        text = path.read_text()
+        config = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+        raise NasfleetError(f"DeepSpeed config {path} is not valid {kind}: {str(exc).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise NasfleetError(f"DeepSpeed config {path} must be a JSON object")
     if "optimizer" in config:
@@ -64,6 +67,9 @@ def load_deepspeed_config(path: Path | None) -> dict[str, Any]:
 def deepspeed_config_for(base: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     """The file's settings plus what the trainer owns: batch sizes and accumulation."""
     merged = {k: v for k, v in base.items() if k != "train_batch_size"}
+    # ZeRO partitions any torch optimizer's state, but refuses ones outside its own list
+    # unless told; the plain SGD passed here is one of those.
+    merged.setdefault("zero_allow_untested_optimizer", True)
     merged.update(
         train_micro_batch_size_per_gpu=config.data.batch_size,
         gradient_accumulation_steps=1,

@@ -25,13 +25,23 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_two_ranks_train_publish_checkpoints_and_record_results(launcher: str, tmp_path: Path) -> None:
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "deepspeed"),
+    [("mpi", None), ("torchrun", None), ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json")],
+    ids=["mpi-zero0", "torchrun-zero0", "mpi-zero1"],
+)
+def test_two_ranks_train_publish_checkpoints_and_record_results(
+    launcher: str, deepspeed: Path | None, tmp_path: Path
+) -> None:
     run_dir = tmp_path / f"run-{launcher}"
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+    extra = ["--deepspeed", str(deepspeed)] if deepspeed else []
     result = subprocess.run(
-        [*LAUNCHERS[launcher], "train", "--config", str(config), "--launcher", launcher],
+        [*LAUNCHERS[launcher], "train", "--config", str(config), "--launcher", launcher, *extra],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
