@@ -186,6 +186,16 @@ class Topology(ABC):
         pair_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return PathSet(pair_ptr=pair_ptr, links=links)
 
+    def _check_links(self) -> None:
+        """Checks shared by every fabric: uplink rate, latency, and the failed links named."""
+        uplink_gbps = getattr(self, "uplink_gbps", None)
+        if uplink_gbps is not None:
+            _check_positive(uplink_gbps=uplink_gbps)
+        latency_ns = getattr(self, "latency_ns", 0.0)
+        if latency_ns < 0:
+            raise NasfleetError(f"bad topology: latency_ns must not be negative, got {latency_ns}")
+        self._check_failures()
+
     def _check_failures(self) -> None:
         for failure in self.failures:
             if failure.gbps < 0:
@@ -212,11 +222,7 @@ class LeafSpine(Topology):
 
     def __post_init__(self) -> None:
         _check_positive(leaves=self.leaves, spines=self.spines, hosts=self.hosts_per_leaf, gbps=self.gbps)
-        if self.uplink_gbps is not None:
-            _check_positive(uplink_gbps=self.uplink_gbps)
-        if self.latency_ns < 0:
-            raise NasfleetError(f"bad topology: latency_ns must not be negative, got {self.latency_ns}")
-        self._check_failures()
+        self._check_links()
 
     @property
     def num_hosts(self) -> int:
@@ -323,11 +329,7 @@ class FatTree(Topology):
             hosts=self.hosts_per_leaf,
             gbps=self.gbps,
         )
-        if self.uplink_gbps is not None:
-            _check_positive(uplink_gbps=self.uplink_gbps)
-        if self.latency_ns < 0:
-            raise NasfleetError(f"bad topology: latency_ns must not be negative, got {self.latency_ns}")
-        self._check_failures()
+        self._check_links()
 
     @property
     def num_hosts(self) -> int:
