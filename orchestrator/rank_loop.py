@@ -163,6 +163,18 @@ def _restore(folder: Path, engine: Any, run: TrainingRun, rank: int) -> RankProg
     return RankProgress(step=step, subnets_trained=int(state["subnets_trained"]), resumed_from_step=step)
 
 
+def sampling_rank(deepspeed_config: dict[str, Any], rank: int) -> int:
+    """Which rank's subnet-sampling stream this rank follows.
+
+    ZeRO stage 2 and 3 reduce gradients inside backward, bucket by bucket as they become
+    ready, so every rank must run the same graphs in the same order: there all ranks share
+    rank 0's subnet samples (each still trains on its own data shard). Stages 0 and 1
+    reduce once in ``engine.step()``, so each rank draws its own subnets.
+    """
+    stage = int(deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+    return 0 if stage >= 2 else rank
+
+
 class AllReduceTimer:
     """Times the engine's gradient all-reduce inside ``engine.step()``.
 
@@ -203,7 +215,7 @@ def train_rank(job: RankJob, context: RankContext) -> None:
 
     config, rank, world = job.config, context.rank, context.world_size
     torch.set_num_threads(job.threads)
-    run = build_run(config, rank=rank)
+    run = build_run(config, rank=sampling_rank(job.deepspeed, rank))
     engine, _, _, _ = deepspeed.initialize(
         model=run.model,
         optimizer=run.optimizer,

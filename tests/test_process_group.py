@@ -30,15 +30,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     ("launcher", "deepspeed"),
-    [("mpi", None), ("torchrun", None), ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json")],
-    ids=["mpi-zero0", "torchrun-zero0", "mpi-zero1"],
+    [
+        ("mpi", None),
+        ("torchrun", None),
+        ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json"),
+        ("mpi", "zero_optimization: {stage: 2}\n"),  # a YAML config; ranks share subnet samples
+    ],
+    ids=["mpi-zero0", "torchrun-zero0", "mpi-zero1", "mpi-zero2-yaml"],
 )
 def test_two_ranks_train_publish_checkpoints_and_record_results(
-    launcher: str, deepspeed: Path | None, tmp_path: Path
+    launcher: str, deepspeed: Path | str | None, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / f"run-{launcher}"
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+    if isinstance(deepspeed, str):
+        (tmp_path / "deepspeed.yaml").write_text(deepspeed)
+        deepspeed = tmp_path / "deepspeed.yaml"
     extra = ["--deepspeed", str(deepspeed)] if deepspeed else []
     result = subprocess.run(
         [*LAUNCHERS[launcher], "train", "--config", str(config), "--launcher", launcher, *extra],
