@@ -57,13 +57,8 @@ def storage_location(config: TrainConfig, options: DistributedOptions) -> tuple[
     name = config.run_dir.name
     if options.storage_path is None:
         return str(config.run_dir.parent.expanduser().absolute()), name
-    fs, path = resolve_storage(options.storage_path)  # validates a URI early
+    _, path = resolve_storage(options.storage_path)  # validates a URI early
     return (options.storage_path if is_uri(options.storage_path) else path), name
-
-
-def run_folder(config: TrainConfig, options: DistributedOptions) -> str:
-    storage, name = storage_location(config, options)
-    return join(storage, name)
 
 
 # --------------------------------------------------------------------------- worker side
