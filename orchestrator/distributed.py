@@ -23,6 +23,7 @@ from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.comm_prediction import CommSource, predict_for_job
 from nasfleet.orchestrator.metrics import TrainingMetrics, ray_metrics
 from nasfleet.orchestrator.rank_loop import (
+    CHECKPOINTS_KEPT,
     RankContext,
     RankJob,
     checkpoint_name,
@@ -162,12 +163,6 @@ def connect_ray(address: str | None, metrics_export_port: int | None = None) -> 
         raise NasfleetError(f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]}") from None
 
 
-def ray_is_running() -> bool:
-    import ray
-
-    return ray.is_initialized()
-
-
 def check_resources(options: DistributedOptions, have: int | None = None) -> None:
     """Enough CPUs (or GPUs) for one worker each; ``have`` defaults to the connected cluster's."""
     import ray
@@ -203,7 +198,9 @@ def train_distributed(
     if existing and checkpoint_step(existing) >= last_step:
         return DistributedResult(folder, existing, checkpoint_step(existing), {})
     prediction = predict_for_job(config, options.workers, deepspeed_config, options.comm)
-    starts_local_cluster = not (options.ray_address or os.environ.get("RAY_ADDRESS")) and not ray_is_running()
+    import ray
+
+    starts_local_cluster = not (options.ray_address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
     if starts_local_cluster and not options.use_gpu:
         check_resources(options, have=os.cpu_count() or 1)  # before paying for a cluster start
     connect_ray(options.ray_address, options.metrics_export_port)
@@ -226,7 +223,7 @@ def train_distributed(
             name=name,
             storage_path=storage,
             failure_config=FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=3),
+            checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         ),
     )
     result = trainer.fit()

@@ -45,15 +45,24 @@ METRICS: tuple[MetricSpec, ...] = (
 CHECKPOINT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
 
-class _Recorder(Protocol):
-    def __call__(self, name: str, value: float, tags: dict[str, str] | None = None) -> None: ...
+class _Apply(Protocol):
+    """Records one value on one backend instrument (counter: add, gauge: set, histogram: observe)."""
+
+    def __call__(self, instrument: Any, kind: Kind, value: float, tags: dict[str, str]) -> None: ...
+
+
+KINDS: dict[str, Kind] = {spec.name: spec.kind for spec in METRICS}
 
 
 class TrainingMetrics:
     """The job's metrics; construct with :func:`ray_metrics` or :func:`prometheus_metrics`."""
 
-    def __init__(self, record: _Recorder) -> None:
-        self._record = record
+    def __init__(self, instruments: dict[str, Any], apply: _Apply) -> None:
+        self._instruments = instruments
+        self._apply = apply
+
+    def _record(self, name: str, value: float, tags: dict[str, str] | None = None) -> None:
+        self._apply(self._instruments[name], KINDS[name], value, tags or {})
 
     def window(self, steps: int, timing: dict[str, float], means: dict[str, dict[str, float]]) -> None:
         """Record a logging window: ``steps`` new steps, their timings and per-role means."""
@@ -76,13 +85,6 @@ class TrainingMetrics:
     def evaluated(self, subnets: int, per_second: float) -> None:
         self._record("nasfleet_eval_subnets", subnets)
         self._record("nasfleet_eval_subnets_per_second", per_second)
-
-
-def _dispatch(instruments: dict[str, Any], kinds: dict[str, Kind], apply: Any) -> _Recorder:
-    def record(name: str, value: float, tags: dict[str, str] | None = None) -> None:
-        apply(instruments[name], kinds[name], value, tags or {})
-
-    return record
 
 
 def ray_metrics() -> TrainingMetrics:
@@ -108,7 +110,7 @@ def ray_metrics() -> TrainingMetrics:
         else:
             instrument.observe(value, tags=tags or None)
 
-    return TrainingMetrics(_dispatch(instruments, {s.name: s.kind for s in METRICS}, apply))
+    return TrainingMetrics(instruments, apply)
 
 
 @dataclass
@@ -160,5 +162,5 @@ def prometheus_metrics(port: int, host: str = "127.0.0.1") -> PrometheusEndpoint
         else:
             target.observe(value)
 
-    metrics = TrainingMetrics(_dispatch(instruments, {s.name: s.kind for s in METRICS}, apply))
+    metrics = TrainingMetrics(instruments, apply)
     return PrometheusEndpoint(metrics, host, server.server_address[1], server)

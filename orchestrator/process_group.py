@@ -25,6 +25,7 @@ from nasfleet.orchestrator.comm_prediction import CommSource, predict_for_job
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.metrics import PrometheusEndpoint, TrainingMetrics, prometheus_metrics
 from nasfleet.orchestrator.rank_loop import (
+    CHECKPOINTS_KEPT,
     RankContext,
     RankJob,
     checkpoint_name,
@@ -35,7 +36,6 @@ from nasfleet.orchestrator.rank_loop import (
 from nasfleet.orchestrator.storage import CHECKPOINT_PREFIX, latest_checkpoint
 
 Launcher = Literal["mpi", "torchrun"]
-CHECKPOINTS_KEPT = 3
 METRICS_FILE = "metrics.jsonl"
 
 

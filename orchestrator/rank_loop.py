@@ -34,6 +34,7 @@ from nasfleet.orchestrator.storage import CHECKPOINT_PREFIX, SUPERNET_FILE
 from nasfleet.orchestrator.trainer import RoleMeans, ThroughputWindow, TrainingRun, build_run, run_step
 
 ENGINE_TAG = "engine"
+CHECKPOINTS_KEPT = 3  # per run, whichever launcher publishes them
 DEFAULT_DEEPSPEED_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 0}}
 
 

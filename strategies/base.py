@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from nasfleet.supernet import Arch, SearchSpace
+from nasfleet.errors import NasfleetError
+from nasfleet.supernet import Arch, MBConvSpace, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,10 @@ class TrainingStrategy(ABC):
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a soft target: in-place distillation's loss (BigNAS)."""
     return -(target_probs * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def require_mbconv(space: SearchSpace, strategy: str) -> MBConvSpace:
+    """The space as an MBConvSpace, for strategies defined on its stage/block structure."""
+    if not isinstance(space, MBConvSpace):
+        raise NasfleetError(f"strategy {strategy!r} supports the mbconv space, not {space.name!r}")
+    return space

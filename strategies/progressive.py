@@ -9,11 +9,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
-from nasfleet.errors import NasfleetError
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.base import require_mbconv, StrategyParams, SubnetTask, TrainingStrategy
 from nasfleet.supernet import SearchSpace
 from nasfleet.supernet.arch import BlockChoice, ConvArch, StageChoice
-from nasfleet.supernet.mbconv import MBConvSpace
 
 # Dimensions that become elastic at each phase boundary, in OFA's order.
 PHASES: tuple[frozenset[str], ...] = (
@@ -54,9 +52,7 @@ class ProgressiveStrategy(TrainingStrategy):
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:
         super().__init__(space, params)
-        if not isinstance(space, MBConvSpace):
-            raise NasfleetError(f"strategy 'progressive' supports the mbconv space, not {space.name!r}")
-        self._specs = space.config.stages
+        self._specs = require_mbconv(space, "progressive").config.stages
 
     def phase(self, step: int) -> int:
         """0 full model, 1 elastic kernel, 2 + elastic depth, 3 + elastic width and expand."""

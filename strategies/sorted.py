@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field, PositiveInt, field_validator
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.base import require_mbconv, StrategyParams, SubnetTask, TrainingStrategy
 from nasfleet.supernet import SearchSpace
 from nasfleet.supernet.arch import Arch, BlockChoice, ConvArch, StageChoice
 from nasfleet.supernet.mbconv import MBConvSpace
@@ -73,9 +73,7 @@ class SortedStrategy(TrainingStrategy):
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:
         super().__init__(space, params)
-        if not isinstance(space, MBConvSpace):
-            raise NasfleetError(f"strategy 'sorted' supports the mbconv space, not {space.name!r}")
-        self.submodels: list[ConvArch] = self._family(space)
+        self.submodels: list[ConvArch] = self._family(require_mbconv(space, "sorted"))
         self._mflops = np.array([space.flops(a) / 1e6 for a in self.submodels])
 
     def _family(self, space: MBConvSpace) -> list[ConvArch]:
