@@ -2,7 +2,9 @@
 
 Batches are a pure function of ``(seed, step)``: the permutation for an epoch is drawn
 from a generator seeded by the epoch number, so a resumed run sees exactly the batches
-an uninterrupted one would, with no loader state to checkpoint.
+an uninterrupted one would, with no loader state to checkpoint. A strategy may replace the
+shuffled epochs by importance sampling (:class:`ExampleSampler`); its probabilities are part
+of its checkpointed state, so batches stay a pure function of ``(seed, step, rank, state)``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -135,15 +138,34 @@ def _split_and_normalise(
     return DataSplits(make(train_x, train_y), make(val_x, val_y), make(test_images, test_labels), num_classes)
 
 
+class ExampleSampler(Protocol):
+    """What :class:`BatchStream` asks for importance sampling (a training strategy implements it)."""
+
+    def example_probabilities(self, num_examples: int) -> np.ndarray | None: ...
+
+
 class BatchStream:
     """Training batches as a pure function of the step (shuffled per epoch, seeded).
 
     With ``world_size`` > 1 this is a distributed sampler: at each step the ranks take
     disjoint ``batch_size`` slices of the same epoch permutation, so together they see a
     global batch of ``batch_size × world_size`` examples and no example twice per epoch.
+
+    With a ``sampler`` that returns probabilities, each step instead draws ``batch_size``
+    distinct examples with those probabilities, seeded by ``(seed, step, rank)``. Rank ``r``
+    draws from its own shard (examples ``r, r + world_size, ...``): a rank's importance
+    state only covers what it trains on, and shards keep the ranks' batches disjoint.
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        sampler: ExampleSampler | None = None,
+    ) -> None:
         global_batch = batch_size * world_size
         if global_batch > len(data):
             raise NasfleetError(
@@ -153,15 +175,35 @@ class BatchStream:
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
+        self.world_size = world_size
+        self.sampler = sampler
         self.global_batch = global_batch
         self.steps_per_epoch = len(data) // global_batch
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def indices(self, step: int) -> torch.Tensor:
+        """Which training examples (indices into ``data``) make this rank's batch at ``step``."""
+        probs = None if self.sampler is None else self.sampler.example_probabilities(len(self.data))
+        if probs is not None:
+            shard = np.arange(self.rank, len(self.data), self.world_size)
+            # A tiny floor keeps numpy's draw without replacement valid if importances reach zero.
+            weights = np.asarray(probs, dtype=float)[shard] + 1e-12
+            rng = np.random.default_rng([self.seed, step, self.rank])
+            return torch.from_numpy(rng.choice(shard, size=self.batch_size, replace=False, p=weights / weights.sum()))
         epoch, position = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
         start = position * self.global_batch + self.rank * self.batch_size
-        index = torch.from_numpy(order[start : start + self.batch_size])
+        return torch.from_numpy(order[start : start + self.batch_size])
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.examples(self.indices(step))
+
+    def examples(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of the given training examples."""
         return self.data.images[index], self.data.labels[index]
+
+    def shared_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One fixed batch that every rank agrees on (the first of a single-rank, unweighted stream)."""
+        return BatchStream(self.data, self.batch_size, self.seed).batch(0)
 
 
 def iterate_batches(data: ImageSet, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

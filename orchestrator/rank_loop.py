@@ -225,7 +225,8 @@ def train_rank(job: RankJob, context: RankContext) -> None:
     )
     with context.resume_folder() as folder:
         progress = _restore(folder, engine, run, rank) if folder is not None else RankProgress()
-    batches = BatchStream(run.data.train, config.data.batch_size, config.seed, rank, world)
+    batches = BatchStream(run.data.train, config.data.batch_size, config.seed, rank, world, sampler=run.strategy)
+    shared_batch = tuple(t.to(engine.device) for t in batches.shared_batch())
     role_means, window, metrics = RoleMeans(), ThroughputWindow(config.data.batch_size, world), context.metrics()
     allreduce = AllReduceTimer(engine)
     engine.train()
@@ -234,9 +235,13 @@ def train_rank(job: RankJob, context: RankContext) -> None:
         engine.backward(loss, scale_wrt_gas=False)
 
     while progress.step < job.last_step:
-        images, labels = (t.to(engine.device) for t in batches.batch(progress.step))
+        example_ids = batches.indices(progress.step)
+        images, labels = (t.to(engine.device) for t in batches.examples(example_ids))
         start = time.perf_counter()
-        results = run_step(engine, run.strategy, run.space, images, labels, progress.step, run.rng, backward)
+        results = run_step(
+            engine, run.strategy, run.space, images, labels, progress.step, run.rng, backward,
+            example_ids=example_ids, shared_batch=shared_batch,  # type: ignore[arg-type]
+        )
         middle = time.perf_counter()
         engine.step()  # the gradient all-reduce, then the optimizer and LR-schedule step
         window.add(middle - start, time.perf_counter() - middle, len(results))

@@ -86,7 +86,7 @@ def build_run(config: TrainConfig, rank: int = 0) -> TrainingRun:
     space = space_for_data(config, data)
     strategy = build_strategy(config.strategy.name, config.strategy.params, space)
     torch.manual_seed(config.seed)
-    model = space.build_supernet()
+    model = strategy.wrap_model(space.build_supernet())
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.optim.lr,
@@ -108,17 +108,23 @@ def run_step(
     step: int,
     rng: np.random.Generator,
     backward: Callable[[torch.Tensor], object] = torch.Tensor.backward,
+    example_ids: torch.Tensor | None = None,
+    shared_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> list[TaskResult]:
     """Forward and backward every task of the step; the caller steps the optimizer.
 
     ``backward`` lets a DeepSpeed engine accumulate the gradients its own way.
+    ``example_ids`` (the batch's indices in the training set) and ``shared_batch`` (a batch
+    identical on every rank; default: this step's batch) are passed on to the strategy's hooks.
     """
     results: list[TaskResult] = []
     teacher_probs: torch.Tensor | None = None
+    strategy.before_step(step, model, shared_batch if shared_batch is not None else (images, labels))
     for task in strategy.subnets_for_step(step, rng):
         logits = model(images, task.arch)
         loss = strategy.loss(task, logits, labels, teacher_probs)
         backward(task.weight * loss)
+        strategy.after_backward(task, model, logits.detach(), labels, example_ids)
         if task.teaches:
             teacher_probs = torch.softmax(logits.detach(), dim=-1)
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
@@ -263,7 +269,8 @@ def train(
     if resume:
         restore(run, load_checkpoint(run.checkpoint_path))
         log.truncate_after(run.step)
-    batches = BatchStream(run.data.train, config.data.batch_size, config.seed)
+    batches = BatchStream(run.data.train, config.data.batch_size, config.seed, sampler=run.strategy)
+    shared_batch = batches.shared_batch()
     run.model.train()
     with Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
@@ -271,10 +278,14 @@ def train(
     ) as progress:
         bar = progress.add_task("train", total=config.optim.steps, completed=run.step, status="")
         while run.step < last_step:
-            images, labels = batches.batch(run.step)
+            example_ids = batches.indices(run.step)
+            images, labels = batches.examples(example_ids)
             run.optimizer.zero_grad(set_to_none=True)
             start = time.perf_counter()
-            results = run_step(run.model, run.strategy, run.space, images, labels, run.step, run.rng)
+            results = run_step(
+                run.model, run.strategy, run.space, images, labels, run.step, run.rng,
+                example_ids=example_ids, shared_batch=shared_batch,
+            )
             middle = time.perf_counter()
             run.optimizer.step()
             run.scheduler.step()

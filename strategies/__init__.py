@@ -2,6 +2,8 @@
 
 from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, soft_cross_entropy
 from nasfleet.strategies.deps import DepsStrategy
+from nasfleet.strategies.fewshot import FewShotGMStrategy, FewShotSupernet
+from nasfleet.strategies.pada import PadaStrategy
 from nasfleet.strategies.progressive import ProgressiveStrategy
 from nasfleet.strategies.registry import STRATEGIES, build_strategy
 from nasfleet.strategies.sandwich import SandwichStrategy
@@ -10,6 +12,7 @@ from nasfleet.strategies.sorted import SortedStrategy
 from nasfleet.strategies.uniform import UniformStrategy
 
 __all__ = [
-    "STRATEGIES", "DepsStrategy", "ProgressiveStrategy", "SandwichStrategy", "ShiftStrategy", "SortedStrategy",
+    "STRATEGIES", "DepsStrategy", "FewShotGMStrategy", "FewShotSupernet", "PadaStrategy", "ProgressiveStrategy",
+    "SandwichStrategy", "ShiftStrategy", "SortedStrategy",
     "StrategyParams", "SubnetTask", "TrainingStrategy", "UniformStrategy", "build_strategy", "soft_cross_entropy",
 ]

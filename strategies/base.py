@@ -5,6 +5,15 @@ A strategy answers three questions and nothing else: which subnets run at this s
 remember across steps (its state goes into checkpoints). The trainer stays the same
 for every strategy: it runs the tasks in order, back-propagates each loss (so gradients
 accumulate over the step's subnets) and takes one optimizer step.
+
+Four optional hooks, no-ops by default, serve strategies that react to what training
+measures (the trainer calls them for every strategy and never asks which one runs):
+:meth:`TrainingStrategy.wrap_model` builds the trained module around the supernet (applied
+wherever a supernet is built: the trainer, the rank loop, ``load_trained``);
+:meth:`TrainingStrategy.before_step` sees the model and a batch identical on every rank before
+a step; :meth:`TrainingStrategy.after_backward` sees each task's logits, labels, example ids and
+the model's gradients right after that task's backward; :meth:`TrainingStrategy.example_probabilities`
+lets a strategy choose how training examples are sampled (``BatchStream`` consults it).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
+from torch import nn
 
 from nasfleet.errors import NasfleetError
 from nasfleet.supernet import Arch, MBConvSpace, SearchSpace
@@ -72,6 +82,38 @@ class TrainingStrategy(ABC):
     def after_step(self, step: int, losses: list[float]) -> None:
         """Hook for schedules and statistics; ``losses`` are the step's task losses in order."""
 
+    def wrap_model(self, supernet: nn.Module) -> nn.Module:
+        """The module to train and save, built around a fresh supernet (default: the supernet itself).
+
+        Called once per process before the optimizer exists, so whatever it returns is what
+        the optimizer, DeepSpeed and checkpoints see. It must not draw from any RNG.
+        """
+        return supernet
+
+    def before_step(self, step: int, model: nn.Module, shared_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Called before the step's tasks; ``shared_batch`` is the same on every rank, so
+        decisions taken from it (and from the identical weights) agree across ranks."""
+
+    def after_backward(
+        self,
+        task: SubnetTask,
+        model: nn.Module,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        example_ids: torch.Tensor | None,
+    ) -> None:
+        """Called right after ``task``'s backward: ``logits`` are detached, ``example_ids`` index the
+        training set (None when the caller does not know them). Gradients in ``model`` are those
+        accumulated so far this step (None under ZeRO-2, which moves them out during backward)."""
+
+    def example_probabilities(self, num_examples: int) -> np.ndarray | None:
+        """Sampling probabilities over the training examples, or None for shuffled epochs (default).
+
+        Must be a function of the strategy's state only, so batches stay a pure function of
+        ``(seed, step, rank, state)`` and a resumed run draws the same ones.
+        """
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -89,3 +131,12 @@ def require_mbconv(space: SearchSpace, strategy: str) -> MBConvSpace:
     if not isinstance(space, MBConvSpace):
         raise NasfleetError(f"strategy {strategy!r} supports the mbconv space, not {space.name!r}")
     return space
+
+
+def find_module(model: nn.Module, kind: type[nn.Module]) -> nn.Module:
+    """The first ``kind`` module inside what a hook receives (the module itself, a DeepSpeed
+    engine around it, or a strategy's wrapper), for hooks that read a supernet's layers."""
+    for module in model.modules():
+        if isinstance(module, kind):
+            return module
+    raise RuntimeError(f"no {kind.__name__} inside {type(model).__name__}: was the model built with wrap_model?")

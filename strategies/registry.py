@@ -9,6 +9,8 @@ from pydantic import ValidationError
 from nasfleet.errors import NasfleetError
 from nasfleet.strategies.base import TrainingStrategy
 from nasfleet.strategies.deps import DepsStrategy
+from nasfleet.strategies.fewshot import FewShotGMStrategy
+from nasfleet.strategies.pada import PadaStrategy
 from nasfleet.strategies.progressive import ProgressiveStrategy
 from nasfleet.strategies.sandwich import SandwichStrategy
 from nasfleet.strategies.shift import ShiftStrategy
@@ -18,7 +20,10 @@ from nasfleet.supernet import SearchSpace
 
 STRATEGIES: dict[str, type[TrainingStrategy]] = {
     cls.name: cls
-    for cls in (UniformStrategy, SandwichStrategy, SortedStrategy, ShiftStrategy, DepsStrategy, ProgressiveStrategy)
+    for cls in (
+        UniformStrategy, SandwichStrategy, SortedStrategy, ShiftStrategy, DepsStrategy, ProgressiveStrategy,
+        PadaStrategy, FewShotGMStrategy,
+    )
 }
 
 

@@ -28,6 +28,10 @@ def extract(supernet: nn.Module, space: SearchSpace, arch: Arch) -> nn.Module:
     The standalone network uses the supernet's parameter names, so each of its tensors
     is the leading (kernel: centre) slice of the same-named supernet tensor.
     """
+    # A module holding several supernets (few-shot NAS) names the one that computes ``arch``.
+    module_for = getattr(supernet, "module_for", None)
+    if module_for is not None:
+        supernet = module_for(arch)
     subnet = space.build_standalone(arch)
     source = supernet.state_dict()
     target = subnet.state_dict()
