@@ -16,7 +16,7 @@ import bisect
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from nasfleet.orchestrator.data import DataSplits, ImageSet
 from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.orchestrator.evaluate import SubnetResult, TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.results_store import ResultsStore, SubnetRecord
-from nasfleet.orchestrator.trainer import space_for_data
-from nasfleet.supernet import Arch, SearchSpace
+from nasfleet.orchestrator.trainer import space_for_data, supernet_for
+from nasfleet.supernet import Arch
 
 SPLITS = ("train", "val", "test")
 
@@ -83,14 +83,14 @@ def _batchnorm_buffer_names(model: nn.Module) -> set[str]:
     return names
 
 
-def supernet_on_shared_weights(space: SearchSpace, weights: dict[str, np.ndarray]) -> nn.Module:
-    """The space's supernet with its parameters backed by ``weights`` (no copy), in eval mode.
+def supernet_on_shared_weights(build: Callable[[], nn.Module], weights: dict[str, np.ndarray]) -> nn.Module:
+    """The module ``build`` makes, with its parameters backed by ``weights`` (no copy), in eval mode.
 
     The module is created on the meta device (no memory for initial weights), then the
     shared arrays are assigned in; batch-norm buffers get private, writable copies.
     """
     with torch.device("meta"):
-        model = space.build_supernet()
+        model = build()
     private = _batchnorm_buffer_names(model)
     state = {name: (torch.from_numpy(a.copy()) if name in private else _view(a)) for name, a in weights.items()}
     model.load_state_dict(state, assign=True)
@@ -99,6 +99,21 @@ def supernet_on_shared_weights(space: SearchSpace, weights: dict[str, np.ndarray
         raise RuntimeError(f"supernet tensors not in its state dict: {left_on_meta}")
     model.requires_grad_(False)
     return model.eval()
+
+
+def shareable(trained: TrainedSupernet) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The weights and the data as NumPy arrays: what one ``ray.put`` shares zero-copy with every actor."""
+    return _to_numpy_state(trained.model), _to_numpy_data(trained.data)
+
+
+def trained_from_shared(
+    config: TrainConfig, step: int, weights: dict[str, np.ndarray], data: dict[str, Any]
+) -> TrainedSupernet:
+    """A :class:`TrainedSupernet` over arrays mapped from the object store (see :func:`shareable`)."""
+    data_splits = _data_from_shared(data)
+    space = space_for_data(config, data_splits)
+    model = supernet_on_shared_weights(lambda: supernet_for(config, space), weights)
+    return TrainedSupernet(config, data_splits, space, model, step)
 
 
 def _backings(tensors: dict[str, torch.Tensor]) -> dict[str, MemoryBacking]:
@@ -129,10 +144,7 @@ class _SubnetEvaluator:
         torch.set_num_threads(threads)
         self._shared = shared  # held so the object store keeps the buffers pinned for this actor
         weights, data = ray.get(shared)
-        data_splits = _data_from_shared(data)
-        space = space_for_data(config, data_splits)
-        model = supernet_on_shared_weights(space, weights)
-        self.trained = TrainedSupernet(config, data_splits, space, model, step)
+        self.trained = trained_from_shared(config, step, weights, data)
 
     def evaluate(self, arch: Arch, role: str, splits: tuple[str, ...]) -> SubnetResult:
         return evaluate_arch(self.trained, arch, splits, role)
@@ -195,7 +207,7 @@ class EvaluationPool:
         self.run_name = run_name or trained.config.run_dir.name
         self.checkpoint_id = trained.checkpoint_id
         # One put each: every actor maps these same objects from shared memory.
-        self._shared = [ray.put(_to_numpy_state(trained.model)), ray.put(_to_numpy_data(trained.data))]
+        self._shared = [ray.put(part) for part in shareable(trained)]
         actor_class = ray.remote(_SubnetEvaluator).options(num_cpus=num_cpus_per_actor)
         threads = max(1, int(num_cpus_per_actor))
         self.actors = [

@@ -17,8 +17,7 @@ from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict
 from nasfleet.orchestrator.storage import SUPERNET_FILE, is_uri, join, latest_checkpoint, read_bytes
 from nasfleet.orchestrator.data import BatchStream, DataSplits, ImageSet, iterate_batches, load_data
-from nasfleet.orchestrator.trainer import space_for_data
-from nasfleet.strategies import build_strategy
+from nasfleet.orchestrator.trainer import space_for_data, supernet_for
 from nasfleet.supernet import Arch, SearchSpace, calibrated_batchnorm
 
 EVAL_BATCH_SIZE = 512
@@ -82,9 +81,7 @@ def load_trained(run_dir: str | Path) -> TrainedSupernet:
     config = config_from_dict(state["config"], f"{source} (config)")
     data = load_data(config.data)
     space = space_for_data(config, data)
-    # The strategy may train a module built around the supernet (few-shot: routed copies).
-    strategy = build_strategy(config.strategy.name, config.strategy.params, space)
-    model = strategy.wrap_model(space.build_supernet())
+    model = supernet_for(config, space)
     model.load_state_dict(state["model"])
     model.eval()
     return TrainedSupernet(config, data, space, model, int(state["step"]), source)

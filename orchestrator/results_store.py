@@ -79,24 +79,35 @@ class SubnetRecord:
         }
 
 
-class ResultsStore:
+class ParquetLog:
     """A folder (local or any pyarrow filesystem URI) of Parquet files with one schema; append-only."""
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, schema: pa.Schema) -> None:
         self.fs, self.path = resolve_storage(location)
+        self.schema = schema
 
-    def append(self, records: Sequence[SubnetRecord]) -> str | None:
-        """Write the records as one new file; returns its path (None when there is nothing to write)."""
-        if not records:
+    def append_rows(self, rows: Sequence[dict[str, Any]]) -> str | None:
+        """Write the rows as one new file; returns its path (None when there is nothing to write)."""
+        if not rows:
             return None
-        table = pa.Table.from_pylist([r.row() for r in records], schema=SCHEMA)
+        table = pa.Table.from_pylist(list(rows), schema=self.schema)
         path = join(self.path, f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
         write_parquet_atomically(table, self.fs, path)
         return path
 
     def read(self) -> pa.Table:
-        """All records so far (an empty table with the schema when there are none)."""
+        """All rows so far, oldest file first (an empty table with the schema when there are none)."""
         info = self.fs.get_file_info(self.path)
         if info.type != pa.fs.FileType.Directory:
-            return SCHEMA.empty_table()
-        return ds.dataset(self.path, filesystem=self.fs, schema=SCHEMA, format="parquet").to_table()
+            return self.schema.empty_table()
+        return ds.dataset(self.path, filesystem=self.fs, schema=self.schema, format="parquet").to_table()
+
+
+class ResultsStore(ParquetLog):
+    """Evaluated subnets of training runs (see :class:`SubnetRecord`)."""
+
+    def __init__(self, location: str | Path) -> None:
+        super().__init__(location, SCHEMA)
+
+    def append(self, records: Sequence[SubnetRecord]) -> str | None:
+        return self.append_rows([r.row() for r in records])

@@ -68,6 +68,12 @@ def space_for_data(config: TrainConfig, data: DataSplits) -> SearchSpace:
     return build_space(type(config.space).model_validate(shaped.model_dump()))
 
 
+def supernet_for(config: TrainConfig, space: SearchSpace) -> nn.Module:
+    """The module a run trains and saves: the space's supernet, wrapped as its strategy needs
+    (few-shot: routed sub-supernet copies). Loading a run for evaluation builds the same."""
+    return build_strategy(config.strategy.name, config.strategy.params, space).wrap_model(space.build_supernet())
+
+
 def lr_factor(step: int, optim: OptimConfig) -> float:
     """Linear warm-up, then cosine decay to zero."""
     if step < optim.warmup_steps:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from nasfleet.errors import NasfleetError
-from nasfleet.supernet.arch import Arch, arch_from_dict, arch_to_dict
+from nasfleet.supernet.arch import Arch, arch_to_dict
 from nasfleet.supernet.elastic import slice_like
 from nasfleet.supernet.registry import space_from_dict
 from nasfleet.supernet.space import SearchSpace

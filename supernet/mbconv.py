@@ -8,7 +8,7 @@ Residual connections join every block but a stage's first, where width or stride
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -141,6 +141,16 @@ class MBConvSpace(SearchSpace):
                 check_member(problems, f"stage {i} block {j} kernel", block.kernel, spec.kernels)
                 check_member(problems, f"stage {i} block {j} expand", block.expand, spec.expands)
         return problems
+
+    def _groups(self) -> list[tuple[Sequence[Any], ChoiceSequence[Any]]]:
+        return [(spec.widths, seq) for spec, seq in zip(self.config.stages, self._sequences)]
+
+    def _split(self, arch: Arch) -> list[tuple[Any, tuple[Any, ...]]]:
+        assert isinstance(arch, ConvArch)
+        return [(stage.width, stage.blocks) for stage in arch.stages]
+
+    def _join(self, parts: list[tuple[Any, tuple[Any, ...]]]) -> ConvArch:
+        return ConvArch(tuple(StageChoice(width, blocks) for width, blocks in parts))
 
     # -- costs -------------------------------------------------------------------
     def _layers(self, arch: ConvArch) -> Iterator[tuple[str, int, int, int, int, int]]:

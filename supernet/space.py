@@ -77,6 +77,60 @@ class SearchSpace(ABC):
     def config_dict(self) -> dict[str, Any]:
         """The space's configuration, enough to rebuild it."""
 
+    # -- genes: every subnet as a fixed-length vector of choice indices ------------
+    # Evolutionary search mutates and recombines these, and accuracy predictors read
+    # them. Each group (a conv stage; the transformer) contributes a width gene, a depth
+    # gene and one gene per layer slot up to the deepest depth; slots beyond the chosen
+    # depth are carried along inactive, so a later depth mutation can revive them.
+
+    @abstractmethod
+    def _groups(self) -> list[tuple[Sequence[Any], ChoiceSequence[Any]]]:
+        """Each independent group of the space: (its width options, its layer sequence)."""
+
+    @abstractmethod
+    def _split(self, arch: Arch) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The architecture as (width, layers) per group."""
+
+    @abstractmethod
+    def _join(self, parts: list[tuple[Any, tuple[Any, ...]]]) -> Arch:
+        """The inverse of :meth:`_split`."""
+
+    def gene_sizes(self) -> list[int]:
+        """How many values each gene can take."""
+        sizes: list[int] = []
+        for widths, seq in self._groups():
+            sizes += [len(widths), len(seq.depths)] + [len(seq.options)] * seq.depths[-1]
+        return sizes
+
+    def to_genes(self, arch: Arch) -> tuple[int, ...]:
+        self.validate(arch)
+        genes: list[int] = []
+        for (widths, seq), (width, layers) in zip(self._groups(), self._split(arch)):
+            slots = [seq.options.index(layer) for layer in layers] + [0] * (seq.depths[-1] - len(layers))
+            genes += [list(widths).index(width), seq.depths.index(len(layers)), *slots]
+        return tuple(genes)
+
+    def from_genes(self, genes: Sequence[int]) -> Arch:
+        """The subnet the genes describe (inactive slots are ignored)."""
+        parts = []
+        at = 0
+        for widths, seq in self._groups():
+            depth = seq.depths[genes[at + 1]]
+            slots = genes[at + 2 : at + 2 + depth]
+            parts.append((widths[genes[at]], tuple(seq.options[g] for g in slots)))
+            at += 2 + seq.depths[-1]
+        return self._join(parts)
+
+    def active_genes(self, genes: Sequence[int]) -> np.ndarray:
+        """A mask of the genes that matter for these genes' subnet (slots within the chosen depth)."""
+        mask: list[bool] = []
+        at = 0
+        for _, seq in self._groups():
+            depth = seq.depths[genes[at + 1]]
+            mask += [True, True] + [slot < depth for slot in range(seq.depths[-1])]
+            at += 2 + seq.depths[-1]
+        return np.array(mask, dtype=bool)
+
     def validate(self, arch: Arch) -> Arch:
         problems = self.check(arch)
         if problems:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -102,6 +102,17 @@ class ViTSpace(SearchSpace):
             check_member(problems, f"layer {i} heads", layer.heads, c.heads)
             check_member(problems, f"layer {i} mlp_ratio", layer.mlp_ratio, c.mlp_ratios)
         return problems
+
+    def _groups(self) -> list[tuple[Sequence[Any], ChoiceSequence[Any]]]:
+        return [(self.config.embed_dims, self._layers)]
+
+    def _split(self, arch: Arch) -> list[tuple[Any, tuple[Any, ...]]]:
+        assert isinstance(arch, TransformerArch)
+        return [(arch.embed_dim, arch.layers)]
+
+    def _join(self, parts: list[tuple[Any, tuple[Any, ...]]]) -> TransformerArch:
+        (embed_dim, layers), = parts
+        return TransformerArch(embed_dim, layers)
 
     def flops(self, arch: Arch) -> int:
         self.validate(arch)
