@@ -14,6 +14,14 @@ from nasfleet.supernet.arch import (
 )
 from nasfleet.supernet.bn import calibrated_batchnorm, recalibrate_batchnorm
 from nasfleet.supernet.extract import extract, load_subnet, save_subnet
+from nasfleet.supernet.latency import (
+    LatencyCheck,
+    LatencyTable,
+    build_latency_table,
+    mean_relative_error,
+    measure_latency_ms,
+    table_error,
+)
 from nasfleet.supernet.mbconv import MBConvSpace, MBConvSpaceConfig, MBConvStageSpec
 from nasfleet.supernet.registry import SpaceConfig, build_space, space_from_dict
 from nasfleet.supernet.space import SearchSpace
@@ -25,4 +33,5 @@ __all__ = [
     "calibrated_batchnorm", "recalibrate_batchnorm", "extract", "load_subnet", "save_subnet",
     "MBConvSpace", "MBConvSpaceConfig", "MBConvStageSpec", "SpaceConfig", "build_space", "space_from_dict",
     "SearchSpace", "ViTSpace", "ViTSpaceConfig",
+    "LatencyCheck", "LatencyTable", "build_latency_table", "mean_relative_error", "measure_latency_ms", "table_error",
 ]

@@ -65,7 +65,7 @@ class MBConvSpaceConfig(BaseModel):
     stages: list[MBConvStageSpec] = Field(default_factory=_default_stages, min_length=1)
 
 
-def _spatial_after(size: int, stride: int) -> int:
+def spatial_after(size: int, stride: int) -> int:
     # Odd kernel k with padding k // 2: the output size does not depend on k.
     return (size - 1) // stride + 1
 
@@ -163,7 +163,7 @@ class MBConvSpace(SearchSpace):
             for j, block in enumerate(stage.blocks):
                 hidden = channels * block.expand
                 yield ("conv", channels, hidden, 1, size, 1)
-                size = _spatial_after(size, spec.stride if j == 0 else 1)
+                size = spatial_after(size, spec.stride if j == 0 else 1)
                 yield ("conv", hidden, hidden, block.kernel, size, hidden)
                 yield ("conv", hidden, stage.width, 1, size, 1)
                 channels = stage.width
