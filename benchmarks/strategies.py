@@ -1,0 +1,67 @@
+"""Every registered training strategy on the demo task at one budget (same steps, same batches).
+
+Thin wrapper over ``nasfleet bench strategies``: the same comparison, plus the summary in
+benchmarks/results/strategies.{json,md}. Stand-alone trainings of the fixed subnet set are cached
+in benchmarks/results/standalone/, so a rerun (e.g. after a new strategy is registered) only
+trains the supernets; ``--reuse-runs`` also keeps finished supernet runs of the same job in
+--workdir, so only evaluation is repeated. Writes docs/strategies.md and docs/img/strategies.png.
+
+    OMP_NUM_THREADS=1 python benchmarks/strategies.py [--steps 1200] [--strategies uniform,sandwich] [--reuse-runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from _common import RESULTS, write_results
+from nasfleet.orchestrator.bench_cli import parse_strategies, run_strategy_bench
+from nasfleet.orchestrator.cli import demo_config
+from nasfleet.orchestrator.strategy_comparison import DEFAULT_SUBNETS, comparison_markdown
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", default=None, help="comma-separated; default: all registered")
+    parser.add_argument("--steps", type=int, default=None, help="default: the demo config's steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subnets", type=int, default=DEFAULT_SUBNETS)
+    parser.add_argument("--nested", type=int, default=100)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/strategies"))
+    parser.add_argument("--reuse-runs", action="store_true", help="re-evaluate finished runs of the same job")
+    args = parser.parse_args()
+
+    base = demo_config()
+    steps = args.steps or base.optim.steps
+    command = (
+        f"python benchmarks/strategies.py --steps {steps} --seed {args.seed} "
+        f"--subnets {args.subnets} --nested {args.nested}"
+    )
+    if args.strategies:
+        command += f" --strategies {args.strategies}"
+    if args.reuse_runs:
+        command += " --reuse-runs"
+    comparison = run_strategy_bench(
+        base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
+        DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs,
+    )
+    payload = {
+        "steps": steps,
+        "seed": args.seed,
+        "batch_size": comparison.batch_size,
+        "summaries": [s.row() for s in comparison.summaries],
+        "bootstrap_resamples": comparison.bootstrap_resamples,
+        "standalone": [
+            {**{k: v for k, v in asdict(r).items() if k != "test_scores"}, "arch": r.arch.describe()}
+            for r in comparison.standalone
+        ],
+    }
+    header = f"# Training strategies, demo task, {steps} optimizer steps each, seed {args.seed}\n\n"
+    write_results("strategies", payload, header + comparison_markdown(comparison))
+
+
+if __name__ == "__main__":
+    main()

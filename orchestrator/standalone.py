@@ -1,0 +1,263 @@
+"""Training one subnet from scratch, as a plain network, to measure what the supernet only estimates.
+
+The ground truth for ranking metrics (Kendall τ between supernet-estimated and real accuracy) is
+each subnet trained alone with the job's own recipe: same data split, batches, optimizer,
+learning-rate schedule, number of steps and seed. That is the expensive part of any such
+comparison, so results go to an append-only Parquet cache keyed by everything that determines
+them; a later comparison reads them back instead of training again. Besides accuracy, each result
+keeps per-image test correctness and cross-entropy (:class:`ImageScores`), so rank statistics can
+be bootstrapped over test images without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import torch
+import torch.nn.functional as F
+
+from nasfleet.orchestrator.config import TrainConfig
+from nasfleet.orchestrator.data import BatchStream, DataSplits, ImageSet, iterate_batches, load_data
+from nasfleet.orchestrator.evaluate import EVAL_BATCH_SIZE
+from nasfleet.orchestrator.storage import join, resolve_storage, write_parquet_atomically
+from nasfleet.orchestrator.trainer import lr_factor, space_for_data
+from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_json
+
+# Bump when the stand-alone recipe or what a row holds changes, so old cache rows stop matching.
+# 2: rows keep mean NLL by split and per-image test correctness and NLL (version 1 rows are ignored).
+PROTOCOL_VERSION = 2
+EVAL_SPLITS = ("val", "test")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("protocol", pa.int64()),  # null in version 1 files, which lacked the column
+        pa.field("arch", pa.string()),  # canonical JSON of the architecture
+        pa.field("arch_desc", pa.string()),
+        pa.field("mflops", pa.float64()),
+        pa.field("params", pa.int64()),
+        pa.field("steps", pa.int64()),
+        pa.field("seed", pa.int64()),
+        pa.field("accuracy", pa.string()),  # JSON object: accuracy by split
+        pa.field("nll", pa.string()),  # JSON object: mean test cross-entropy by split
+        pa.field("test_correct", pa.list_(pa.bool_())),  # per test image, in the split's order
+        pa.field("test_nll", pa.list_(pa.float64())),
+        pa.field("train_wall_s", pa.float64()),
+        pa.field("recorded_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageScores:
+    """Per-image outcome of one model on one split, in the split's order.
+
+    What a bootstrap over images needs: resampling indices and averaging gives the accuracy and
+    the mean cross-entropy (NLL) of the resampled set.
+    """
+
+    correct: np.ndarray  # bool [N]
+    nll: np.ndarray  # float64 [N], −log p(true label)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "correct", np.asarray(self.correct, dtype=bool))
+        object.__setattr__(self, "nll", np.asarray(self.nll, dtype=np.float64))
+        if self.correct.shape != self.nll.shape or self.correct.ndim != 1:
+            raise ValueError(f"per-image arrays differ in shape: {self.correct.shape} and {self.nll.shape}")
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    @property
+    def mean_nll(self) -> float:
+        return float(self.nll.mean())
+
+
+@torch.no_grad()
+def score_images(forward: Callable[[torch.Tensor], torch.Tensor], data: ImageSet) -> ImageScores:
+    """Correctness (argmax) and cross-entropy of every image of ``data`` under ``forward`` (logits)."""
+    correct, nll = [], []
+    for images, labels in iterate_batches(data, EVAL_BATCH_SIZE):
+        logits = forward(images)
+        correct.append((logits.argmax(dim=-1) == labels).numpy())
+        nll.append(F.cross_entropy(logits.double(), labels, reduction="none").numpy())
+    return ImageScores(np.concatenate(correct), np.concatenate(nll))
+
+
+@dataclass(frozen=True)
+class StandaloneResult:
+    """One subnet trained from scratch; ``from_cache`` says whether this call trained it."""
+
+    key: str
+    arch: Arch
+    mflops: float
+    params: int
+    steps: int
+    seed: int
+    accuracy: dict[str, float]
+    nll: dict[str, float]
+    """Mean test cross-entropy by split."""
+    test_scores: ImageScores = field(repr=False, compare=False)
+    train_wall_s: float
+    from_cache: bool = False
+    recorded_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def row(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "protocol": PROTOCOL_VERSION,
+            "arch": arch_to_json(self.arch),
+            "arch_desc": self.arch.describe(),
+            "mflops": float(self.mflops),
+            "params": int(self.params),
+            "steps": int(self.steps),
+            "seed": int(self.seed),
+            "accuracy": json.dumps(self.accuracy, sort_keys=True),
+            "nll": json.dumps(self.nll, sort_keys=True),
+            "test_correct": self.test_scores.correct.tolist(),
+            "test_nll": self.test_scores.nll.tolist(),
+            "train_wall_s": float(self.train_wall_s),
+            "recorded_at": self.recorded_at_ms,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, object]) -> StandaloneResult:
+        recorded = row["recorded_at"]
+        return cls(
+            key=str(row["key"]),
+            arch=arch_from_json(str(row["arch"])),
+            mflops=float(row["mflops"]),  # type: ignore[arg-type]
+            params=int(row["params"]),  # type: ignore[call-overload]
+            steps=int(row["steps"]),  # type: ignore[call-overload]
+            seed=int(row["seed"]),  # type: ignore[call-overload]
+            accuracy=json.loads(str(row["accuracy"])),
+            nll=json.loads(str(row["nll"])),
+            test_scores=ImageScores(np.array(row["test_correct"]), np.array(row["test_nll"])),
+            train_wall_s=float(row["train_wall_s"]),  # type: ignore[arg-type]
+            from_cache=True,
+            recorded_at_ms=int(recorded.timestamp() * 1000) if hasattr(recorded, "timestamp") else 0,
+        )
+
+
+def standalone_key(config: TrainConfig, space: SearchSpace, arch: Arch) -> str:
+    """A hash of everything that determines a stand-alone result (``run_dir`` and strategy do not)."""
+    identity = {
+        "protocol": PROTOCOL_VERSION,
+        "space": space.config_dict(),
+        "arch": arch_to_json(arch),
+        "data": config.data.model_dump(mode="json"),
+        "optim": config.optim.model_dump(mode="json"),
+        "seed": config.seed,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StandaloneCache:
+    """A folder (local or pyarrow URI) of Parquet files of stand-alone results; append-only.
+
+    Each :meth:`put` writes one new file atomically, so concurrent writers and crashes never
+    damage what is there; a key written twice (two racing comparisons) reads back its first row.
+    """
+
+    def __init__(self, location: str | Path) -> None:
+        self.fs, self.path = resolve_storage(location)
+
+    def read(self) -> pa.Table:
+        if self.fs.get_file_info(self.path).type != pa.fs.FileType.Directory:
+            return SCHEMA.empty_table()
+        return ds.dataset(self.path, filesystem=self.fs, schema=SCHEMA, format="parquet").to_table()
+
+    def lookup(self) -> dict[str, StandaloneResult]:
+        """Every current-protocol result by key (the earliest row of a key wins); older rows are skipped."""
+        current = [r for r in self.read().to_pylist() if r["protocol"] == PROTOCOL_VERSION]
+        rows = sorted(current, key=lambda r: r["recorded_at"])
+        found: dict[str, StandaloneResult] = {}
+        for row in rows:
+            found.setdefault(row["key"], StandaloneResult.from_row(row))
+        return found
+
+    def put(self, result: StandaloneResult) -> str:
+        table = pa.Table.from_pylist([result.row()], schema=SCHEMA)
+        path = join(self.path, f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
+        write_parquet_atomically(table, self.fs, path)
+        return path
+
+
+def train_standalone(config: TrainConfig, arch: Arch, data: DataSplits | None = None) -> StandaloneResult:
+    """Train ``arch`` from scratch with the config's recipe; accuracy and NLL on val and test.
+
+    The recipe is the supernet trainer's: SGD (Nesterov when momentum > 0), warm-up then cosine,
+    the same seeded batches, plain cross-entropy on the labels; batch norm uses batch statistics
+    while training and its running statistics when evaluated. No cache: see :func:`standalone_results`.
+    """
+    data = data if data is not None else load_data(config.data)
+    space = space_for_data(config, data)
+    space.validate(arch)
+    torch.manual_seed(config.seed)
+    model = space.build_standalone(arch)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.optim.lr,
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
+        nesterov=config.optim.momentum > 0,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.optim))
+    batches = BatchStream(data.train, config.data.batch_size, config.seed)
+    started = time.perf_counter()
+    model.train()
+    for step in range(config.optim.steps):
+        images, labels = batches.batch(step)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        scheduler.step()
+    wall_s = time.perf_counter() - started
+    model.eval()
+    scores = {split: score_images(model, data.split(split)) for split in EVAL_SPLITS}
+    return StandaloneResult(
+        key=standalone_key(config, space, arch),
+        arch=arch,
+        mflops=space.flops(arch) / 1e6,
+        params=space.params(arch),
+        steps=config.optim.steps,
+        seed=config.seed,
+        accuracy={split: s.accuracy for split, s in scores.items()},
+        nll={split: s.mean_nll for split, s in scores.items()},
+        test_scores=scores["test"],
+        train_wall_s=wall_s,
+    )
+
+
+def standalone_results(
+    config: TrainConfig, archs: Sequence[Arch], cache: StandaloneCache | None = None
+) -> list[StandaloneResult]:
+    """Each architecture's stand-alone result, read from ``cache`` or trained once and added to it.
+
+    Results come back in the order of ``archs``; ``from_cache`` tells which were trained now.
+    """
+    data = load_data(config.data)
+    space = space_for_data(config, data)
+    known = cache.lookup() if cache is not None else {}
+    results = []
+    for arch in archs:
+        key = standalone_key(config, space, space.validate(arch))
+        if key in known:
+            results.append(known[key])
+            continue
+        result = train_standalone(config, arch, data)
+        if cache is not None:
+            cache.put(result)
+        known[key] = result
+        results.append(result)
+    return results
