@@ -8,7 +8,7 @@ every step and small subnets get a teacher for free.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import NonNegativeInt
+from pydantic import NonNegativeInt, PositiveFloat
 
 from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
 
@@ -16,6 +16,9 @@ from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrateg
 class SandwichParams(StrategyParams):
     num_random: NonNegativeInt = 2
     label_smoothing: float = 0.1
+    distill_weight: PositiveFloat = 1.0
+    """Loss weight of the subnets that learn from the largest's soft outputs (the largest's is 1);
+    a hyper-parameter ``nasfleet train --tune`` searches."""
 
 
 class SandwichStrategy(TrainingStrategy):
@@ -26,10 +29,10 @@ class SandwichStrategy(TrainingStrategy):
     def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
         tasks = [
             SubnetTask(self.space.largest(), role="largest", teaches=True),
-            SubnetTask(self.space.smallest(), role="smallest", target="teacher"),
+            SubnetTask(self.space.smallest(), role="smallest", target="teacher", weight=self.params.distill_weight),
         ]
         tasks += [
-            SubnetTask(self.space.sample_choices(rng), role="random", target="teacher")
+            SubnetTask(self.space.sample_choices(rng), role="random", target="teacher", weight=self.params.distill_weight)
             for _ in range(self.params.num_random)
         ]
         return tasks
