@@ -19,12 +19,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.bench_cli import bench_app
 from nasfleet.orchestrator.comm_prediction import CommSource
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict, load_config
 from nasfleet.orchestrator.evaluate import SubnetResult, evaluate_arch, evaluate_standard_subnets, load_trained
 from nasfleet.orchestrator.distributed import DistributedOptions
 from nasfleet.orchestrator.jobs import JobOutcome, ProcessGroupLaunch, run_training_job
 from nasfleet.orchestrator.metrics import prometheus_metrics
+from nasfleet.orchestrator.pareto_report import front_member
+from nasfleet.orchestrator.profile_cli import profile
+from nasfleet.orchestrator.search import SETTINGS_FILE, run_search, search_folder, search_settings
+from nasfleet.orchestrator.search_cli import print_front, search
 from nasfleet.orchestrator.storage import has_checkpoint
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_dict, extract, recalibrate_batchnorm, save_subnet
 
@@ -41,6 +46,9 @@ def _mount_comm() -> None:
 
 
 _mount_comm()
+app.add_typer(bench_app, name="bench", help="Benchmarks that write docs/ pages, e.g. `bench strategies`.")
+app.command(name="profile")(profile)
+app.command(name="search")(search)
 
 
 def demo_config() -> TrainConfig:
@@ -115,6 +123,30 @@ def _report_job(outcome: JobOutcome, title: str) -> None:
     console.print(f"run folder: {outcome.run_folder}   results (Parquet): {outcome.results_folder}")
 
 
+TUNE_HELP = "Tune the learning rate and distillation weight with a population (Ray Tune): pbt or pb2."
+
+
+def _train_tuned(
+    cfg: TrainConfig, scheduler: str, population: int, interval: Optional[int], ray_address: Optional[str]
+) -> None:
+    """``train --tune``: a population of single-process trainings; the winner becomes the run."""
+    from nasfleet.orchestrator.tune_training import tune_training
+
+    outcome = tune_training(cfg, scheduler, population, interval, ray_address)  # type: ignore[arg-type]
+    table = Table(title=f"{scheduler.upper()}: {len(outcome.trials)} trials, {cfg.optim.steps} steps each")
+    for column in ("trial", "final lr", "distill weight", "score", "exploits", ""):
+        table.add_column(column, justify="left" if column in ("trial", "") else "right")
+    for t in outcome.trials:
+        weight = "-" if t.distill_weight is None else f"{t.distill_weight:.3f}"
+        mark = "winner" if t.trial == outcome.winner else ""
+        table.add_row(t.trial, f"{t.lr:.4g}", weight, f"{100 * t.score:.2f}%", str(t.exploits), mark)
+    console.print(table)
+    console.print(
+        f"winner {outcome.winner} installed as the run in {outcome.run_dir}; schedules: {outcome.schedule_path} "
+        f"({outcome.wall_time_s:.0f} s)"
+    )
+
+
 @app.command()
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="YAML job config (see orchestrator/configs/demo.yaml)."),
@@ -136,9 +168,17 @@ def train(
     comm_topology: Optional[str] = typer.Option(
         None, help="Fabric (spec or topology YAML) to simulate the gradient all-reduce on, logged beside the measurement."
     ),
+    tune: Optional[str] = typer.Option(None, "--tune", help=TUNE_HELP),
+    population: int = typer.Option(4, help="--tune: how many trainings run in the population."),
+    tune_interval: Optional[int] = typer.Option(None, help="--tune: steps between perturbations (default: steps/6)."),
 ) -> None:
     """Train a supernet (here, or data-parallel under DeepSpeed), then evaluate and record its subnets."""
     cfg = _with_overrides(load_config(config), run_dir, steps)
+    if tune is not None:
+        if workers > 0 or launcher != "ray" or resume:
+            raise NasfleetError("--tune trains single-process trials: it cannot be combined with --workers, --launcher or --resume")
+        _train_tuned(cfg, tune, population, tune_interval, ray_address)
+        return
     if launcher not in ("ray", "mpi", "torchrun"):
         raise NasfleetError(f"unknown launcher {launcher!r} (expected ray, mpi or torchrun)")
     comm = CommSource(comm_calibration, comm_topology)
@@ -191,18 +231,26 @@ def _parse_arch(text: str, space: SearchSpace) -> Arch:
 @app.command()
 def export(
     run: Path = typer.Option(..., "--run", help="Run directory written by `nasfleet train`."),
-    arch: str = typer.Option("largest", help="'smallest', 'largest', an arch JSON string, or @file.json."),
+    arch: Optional[str] = typer.Option(None, help="'smallest', 'largest', an arch JSON string, or @file.json (default: largest)."),
+    pareto: Optional[int] = typer.Option(None, help="Export the K-th subnet (1 = cheapest) of a search's Pareto front instead."),
+    search_name: str = typer.Option("search", "--search", help="Which search's front --pareto reads (RUN/search/NAME)."),
     out: Path = typer.Option(..., "--out", help="Folder to write model.pt and arch.json into."),
 ) -> None:
     """Extract one subnet (with its own BN statistics) as a standalone torch module."""
+    if arch is not None and pareto is not None:
+        raise NasfleetError("give either --arch or --pareto, not both")
     trained = load_trained(run)
-    chosen = _parse_arch(arch, trained.space)
+    if pareto is not None:
+        _, chosen = front_member(search_folder(run, search_name), pareto)
+        trained.space.validate(chosen)
+    else:
+        chosen = _parse_arch(arch or "largest", trained.space)
     recalibrate_batchnorm(trained.model, chosen, trained.calibration_batches())
     subnet = extract(trained.model, trained.space, chosen).eval()
     save_subnet(subnet, trained.space, chosen, out)
     result = evaluate_arch(trained, chosen, ("test",), "exported")
     console.print(
-        f"exported {chosen.describe()} to {out}: {result.mflops:.3f} MFLOPs, {result.params:,} params, "
+        f"exported {escape(chosen.describe())} to {out}: {result.mflops:.3f} MFLOPs, {result.params:,} params, "
         f"test accuracy {100 * result.accuracy['test']:.2f}%"
     )
 
@@ -212,8 +260,9 @@ def demo(
     run_dir: Path = typer.Option(Path("runs/demo"), help="Where the demo run is written (resumed if present)."),
     steps: Optional[int] = typer.Option(None, help="Override the demo's number of optimizer steps."),
     workers: int = typer.Option(2, min=0, help=WORKERS_HELP),
+    search_evaluations: int = typer.Option(24, "--search", min=0, help="Subnets the closing search evaluates (0: no search)."),
 ) -> None:
-    """Train the demo supernet on the bundled digits set, then print its subnets' accuracy."""
+    """Train the demo supernet on the bundled digits set, print its subnets' accuracy, then search its Pareto front."""
     cfg = _with_overrides(demo_config(), run_dir, steps)
     where = f"{workers} Ray Train + DeepSpeed workers on a local Ray cluster" if workers else "this process"
     console.print(f"demo: {cfg.strategy.name} training of a {cfg.space.name} supernet on {cfg.data.dataset}, {where}")
@@ -222,6 +271,17 @@ def demo(
     outcome = run_training_job(cfg, options, resume=resume)
     assert outcome is not None  # only MPI/torchrun ranks other than 0 get None
     _report_job(outcome, f"demo supernet after {outcome.step} steps")
+    if search_evaluations:
+        _demo_search(Path(outcome.run_folder), search_evaluations)
+
+
+def _demo_search(run: Path, evaluations: int) -> None:
+    """A short NSGA-II search over the demo supernet's subnets (resumed, so a rerun evaluates nothing twice)."""
+    settings = search_settings(name="demo", searcher="nsga2", evaluations=evaluations, objectives=["mflops"])
+    console.print(f"demo search: {evaluations} subnets, NSGA-II proposing Ray Tune trials, accuracy vs MFLOPs")
+    resume = (search_folder(run, settings.name) / SETTINGS_FILE).exists()
+    outcome = run_search(load_trained(run), run, settings, resume=resume)
+    print_front(outcome, tuple(settings.objectives))
 
 
 def main() -> None:

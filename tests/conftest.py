@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,20 @@ def tiny_config(run_dir: Path, **overrides: object) -> TrainConfig:
 @pytest.fixture
 def tiny(tmp_path: Path) -> TrainConfig:
     return tiny_config(tmp_path / "run")
+
+
+CLI = [sys.executable, "-m", "nasfleet.orchestrator.cli"]
+
+
+def nasfleet(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user does: a real process."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]

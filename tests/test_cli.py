@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import tiny_config
-
-CLI = [sys.executable, "-m", "nasfleet.orchestrator.cli"]
-
-
-def nasfleet(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
+from conftest import assert_one_line_error, nasfleet, tiny_config
 
 def write_config(path: Path, run_dir: Path, **overrides: object) -> Path:
     path.write_text(yaml.safe_dump(tiny_config(run_dir, **overrides).model_dump(mode="json")))

@@ -1,0 +1,242 @@
+"""`nasfleet search`: a Ray Tune experiment over the subnets of a trained supernet.
+
+Tune drives it: a searcher (random, regularised evolution, NSGA-II, predictor-assisted)
+proposes subnets, each trial evaluates one on growing chunks of the validation split, and
+a Tune scheduler (FIFO, ASHA, HyperBand, median stopping) may stop it early. Every
+finished or stopped trial is appended to ``<run>/search/<name>/evaluations/`` (Parquet) as
+it ends; at the end the Pareto front of the fully evaluated subnets is written beside it,
+with each front member's test accuracy.
+
+Resume replays the recorded evaluations into the searcher and evaluates only the rest of
+the budget: nothing already recorded is evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch
+from nasfleet.orchestrator.pareto_report import FrontMember, front_rows, members, write_front
+from nasfleet.orchestrator.results_store import ParquetLog
+from nasfleet.orchestrator.search_log import SEARCH_SCHEMA
+from nasfleet.orchestrator.search_costs import CostSources, cost_function
+from nasfleet.strategies.search import (
+    COST_NAMES, Constraint, Evaluated, SearchProblem, build_searcher, hypervolume, searcher_params,
+)
+from nasfleet.supernet import arch_from_json
+
+SCHEDULERS = ("fifo", "asha", "hyperband", "median")
+SETTINGS_FILE = "settings.json"
+EVALUATIONS_FOLDER = "evaluations"
+
+
+class SearchSettings(BaseModel):
+    """Everything that defines a search; stored with it so ``--resume`` continues the same one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "search"
+    searcher: str = "random"
+    searcher_params: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str = "fifo"
+    reduction_factor: int = Field(2, ge=2)
+    """ASHA's and HyperBand's η: the fraction 1/η of trials that go on at each rung."""
+    evaluations: int = Field(32, ge=1)
+    """Trials (subnets) in total, counting those an early-stopping scheduler cuts short."""
+    objectives: list[str] = Field(default_factory=lambda: ["mflops"], min_length=1)
+    constraints: list[str] = Field(default_factory=list)
+    chunks: int = Field(4, ge=1)
+    """Fidelity steps: the validation split is evaluated in this many chunks, reporting after each."""
+    concurrency: int = Field(2, ge=1)
+    seed: int = 0
+    latency_table: str | None = None
+    comm_topology: str | None = None
+    comm_workers: int = Field(8, ge=2)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+            raise ValueError(f"search name {name!r} must be letters, digits, '_', '-' or '.'")
+        return name
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r} (expected one of {', '.join(SCHEDULERS)})")
+        return name
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in COST_NAMES]
+        if unknown:
+            raise ValueError(f"unknown objective {unknown[0]!r} (expected one of {', '.join(COST_NAMES)})")
+        return names
+
+
+def search_settings(**values: Any) -> SearchSettings:
+    """Validated settings; a bad value is one NasfleetError naming the field."""
+    try:
+        settings = SearchSettings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise NasfleetError(f"search {where}: {message}") from None
+    for text in settings.constraints:
+        Constraint.parse(text)
+    searcher_params(settings.searcher, settings.searcher_params)
+    return settings
+
+
+@dataclass
+class SearchOutcome:
+    folder: Path
+    front: list[FrontMember]
+    evaluated: int
+    evaluated_now: int
+    val_samples_now: int
+    hypervolume: float
+
+
+def search_folder(run: Path, name: str) -> Path:
+    return Path(run) / "search" / name
+
+
+def build_problem(trained: TrainedSupernet, settings: SearchSettings) -> SearchProblem:
+    constraints = tuple(Constraint.parse(text) for text in settings.constraints)
+    needed = {*settings.objectives, *(c.cost for c in constraints)}
+    sources = CostSources(
+        Path(settings.latency_table) if settings.latency_table else None, settings.comm_topology, settings.comm_workers
+    )
+    problem = SearchProblem(
+        trained.space, tuple(settings.objectives), constraints, cost_function(trained.space, needed, sources)
+    )
+    problem.check_feasible()
+    return problem
+
+
+def _prepare_folder(folder: Path, settings: SearchSettings, resume: bool) -> SearchSettings:
+    """Create the folder (new search) or check it and return the stored settings (resume)."""
+    stored = folder / SETTINGS_FILE
+    if resume:
+        if not stored.is_file():
+            raise NasfleetError(f"cannot resume: {folder} holds no search (no {SETTINGS_FILE})")
+        previous = search_settings(**json.loads(stored.read_text()))
+        return previous.model_copy(update={"evaluations": max(previous.evaluations, settings.evaluations)})
+    if stored.exists():
+        raise NasfleetError(f"{folder} already holds a search; pass --resume to continue it or choose another --name")
+    folder.mkdir(parents=True, exist_ok=True)
+    stored.write_text(settings.model_dump_json(indent=2) + "\n")
+    return settings
+
+
+def run_search(
+    trained: TrainedSupernet, run: Path, settings: SearchSettings, resume: bool = False, ray_address: str | None = None
+) -> SearchOutcome:
+    """Search ``trained``'s subnets as configured; the trained run folder ``run`` receives the results."""
+    folder = search_folder(run, settings.name)
+    problem = build_problem(trained, settings)  # before touching the folder: bad settings write nothing
+    settings = _prepare_folder(folder, settings, resume)
+    if resume:
+        problem = build_problem(trained, settings)
+    log = ParquetLog(folder / EVALUATIONS_FOLDER, SEARCH_SCHEMA)
+    algorithm = build_searcher(settings.searcher, settings.searcher_params, problem, settings.seed)
+    recorded = log.read().to_pylist()
+    for row in recorded:
+        arch = trained.space.validate(arch_from_json(row["arch"]))
+        algorithm.tell(Evaluated(arch, row["accuracy"], problem.costs(arch), row["complete"]))
+    remaining = settings.evaluations - len(recorded)
+    evaluated_now = val_samples_now = 0
+    if remaining > 0:
+        evaluated_now, val_samples_now = _tune(trained, settings, problem, algorithm, log, folder, remaining, ray_address)
+    return _finish(trained, settings, problem, log, folder, evaluated_now, val_samples_now)
+
+
+def _tune(
+    trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, algorithm: Any, log: ParquetLog,
+    folder: Path, trials: int, ray_address: str | None,
+) -> tuple[int, int]:
+    from ray import tune
+
+    from nasfleet.orchestrator.distributed import connect_ray
+    from nasfleet.orchestrator.eval_pool import shareable
+    from nasfleet.orchestrator.search_trial import ArchSearcher, RecordEvaluations, SubnetTrial
+
+    connect_ray(ray_address)
+    weights, data = shareable(trained)
+    trainable = tune.with_parameters(
+        SubnetTrial, weights=weights, data=data, train_config=trained.config.model_dump(mode="json"),
+        step=trained.step, chunks=settings.chunks, seed=settings.seed,
+    )
+    searcher = ArchSearcher(algorithm)
+    labels = {"search": settings.name, "searcher": settings.searcher, "scheduler": settings.scheduler}
+    recorder = RecordEvaluations(log, problem, labels, trained.checkpoint_id)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            metric="accuracy", mode="max", search_alg=searcher, scheduler=make_scheduler(settings),
+            num_samples=trials, max_concurrent_trials=settings.concurrency, reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(folder.resolve()), verbose=0, callbacks=[recorder],
+        ),
+    )
+    grid = tuner.fit()
+    if searcher.error is not None and recorder.recorded == 0:
+        raise searcher.error
+    failed = [r for r in grid if r.error is not None]
+    if failed:
+        raise NasfleetError(f"{len(failed)} search trials failed; first: {str(failed[0].error).splitlines()[0]}")
+    return recorder.recorded, recorder.val_samples
+
+
+def make_scheduler(settings: SearchSettings) -> Any:
+    """Ray Tune's own scheduler for the name; the time unit is one validation chunk."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    if settings.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration", max_t=settings.chunks, grace_period=1,
+            reduction_factor=settings.reduction_factor,
+        )
+    if settings.scheduler == "hyperband":
+        return HyperBandScheduler(
+            time_attr="training_iteration", max_t=settings.chunks, reduction_factor=settings.reduction_factor
+        )
+    if settings.scheduler == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=1, min_samples_required=3)
+    return FIFOScheduler()
+
+
+def _finish(
+    trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, log: ParquetLog, folder: Path,
+    evaluated_now: int, val_samples_now: int,
+) -> SearchOutcome:
+    """The front of everything recorded, each member's test accuracy, and the files."""
+    table = log.read()
+    objectives = tuple(settings.objectives)
+    rows = front_rows(table, objectives)
+    tests = [evaluate_arch(trained, arch_from_json(r["arch"]), ("test",)).accuracy["test"] for r in rows]
+    front = members(rows, objectives, tests)
+    complete = [r for r in table.to_pylist() if r["complete"]]
+    points = np.array([[-r["accuracy"], *(r[n] for n in objectives)] for r in complete], dtype=float)
+    volume = hypervolume(points, problem.reference_point()) if complete else 0.0
+    summary = {
+        "search": settings.name, "searcher": settings.searcher, "scheduler": settings.scheduler,
+        "constraints": list(settings.constraints), "evaluated": table.num_rows, "complete": len(complete),
+        "hypervolume": volume, "reference_point": problem.reference_point().tolist(),
+        "checkpoint": trained.checkpoint_id,
+    }
+    write_front(folder, front, summary, table, objectives)
+    return SearchOutcome(folder, front, table.num_rows, evaluated_now, val_samples_now, volume)

@@ -1,0 +1,196 @@
+"""`nasfleet search` end to end: real Ray Tune trials over a trained tiny supernet."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+import torch
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.search import build_problem, run_search, search_folder, search_settings
+from nasfleet.orchestrator.trainer import train
+from nasfleet.strategies.search import pareto_mask
+from nasfleet.supernet import arch_from_json, load_subnet
+
+from conftest import CLI, assert_one_line_error, nasfleet, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = tiny_config(tmp_path_factory.mktemp("search") / "run", optim={"steps": 40, "lr": 0.05, "warmup_steps": 2})
+    train(config, show_progress=False)
+    return config.run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir: Path) -> TrainedSupernet:
+    return load_trained(run_dir)
+
+
+def evaluations(run_dir: Path, name: str) -> list[dict]:
+    return pq.read_table(search_folder(run_dir, name) / "evaluations").to_pylist()
+
+
+def test_a_search_records_every_trial_and_writes_a_non_dominated_front(
+    ray_cluster: None, run_dir: Path, trained: TrainedSupernet
+) -> None:
+    settings = search_settings(name="fifo", searcher="nsga2", searcher_params={"population": 4}, evaluations=8, chunks=3)
+    outcome = run_search(trained, run_dir, settings)
+    rows = evaluations(run_dir, "fifo")
+    assert len(rows) == outcome.evaluated == 8
+    assert len({r["arch"] for r in rows}) == 8
+    assert all(r["complete"] and r["val_samples"] == len(trained.data.val) for r in rows)
+    # A trial's accuracy is the supernet's accuracy on the whole validation split.
+    first = rows[0]
+    direct = evaluate_arch(trained, arch_from_json(first["arch"]), ("val",)).accuracy["val"]
+    assert first["accuracy"] == pytest.approx(direct)
+    # The front is exactly the non-dominated rows, cheapest first, each with a test accuracy.
+    points = np.array([[-r["accuracy"], r["mflops"]] for r in rows])
+    expected = {rows[i]["arch"] for i in np.flatnonzero(pareto_mask(points))}
+    front = json.loads((outcome.folder / "pareto.json").read_text())["front"]
+    assert {json.dumps(m["arch"], sort_keys=True) for m in front} == {
+        json.dumps(json.loads(a), sort_keys=True) for a in expected
+    }
+    assert [m["costs"]["mflops"] for m in front] == sorted(m["costs"]["mflops"] for m in front)
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in front)
+    assert (outcome.folder / "pareto_mflops.png").stat().st_size > 0
+    assert "| K |" in (outcome.folder / "pareto.md").read_text()
+
+
+def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster: None, run_dir: Path) -> None:
+    results = [json.loads(line) for p in (search_folder(run_dir, "fifo") / "tune").glob("*/result.json")
+               for line in p.read_text().splitlines()]
+    pids = {r["actor_pid"] for r in results}
+    assert len(pids) <= 2  # concurrency 2: two actors served all 8 trials
+    assert max(r["trials_in_actor"] for r in results) >= 4
+
+
+def test_asha_stops_poor_subnets_after_part_of_the_validation_split(
+    ray_cluster: None, run_dir: Path, trained: TrainedSupernet
+) -> None:
+    settings = search_settings(name="asha", scheduler="asha", evaluations=10, chunks=4, concurrency=1, seed=1)
+    outcome = run_search(trained, run_dir, settings)
+    rows = evaluations(run_dir, "asha")
+    assert len(rows) == 10
+    stopped = [r for r in rows if not r["complete"]]
+    assert stopped and all(r["val_samples"] < len(trained.data.val) for r in stopped)
+    assert outcome.val_samples_now < 10 * len(trained.data.val)
+    front = json.loads((outcome.folder / "pareto.json").read_text())["front"]
+    complete = {json.dumps(json.loads(r["arch"]), sort_keys=True) for r in rows if r["complete"]}
+    assert all(json.dumps(m["arch"], sort_keys=True) in complete for m in front)
+
+
+def test_resume_evaluates_only_what_is_not_recorded(ray_cluster: None, run_dir: Path, trained: TrainedSupernet) -> None:
+    run_search(trained, run_dir, search_settings(name="resumed", searcher="evolution",
+                                                 searcher_params={"population": 3, "sample_size": 2}, evaluations=4))
+    before = evaluations(run_dir, "resumed")
+    outcome = run_search(trained, run_dir, search_settings(name="resumed", evaluations=7), resume=True)
+    after = evaluations(run_dir, "resumed")
+    assert outcome.evaluated_now == 3 and len(after) == 7
+    assert len({r["arch"] for r in after}) == 7
+    assert {r["trial_id"] for r in before} <= {r["trial_id"] for r in after}
+    assert {r["searcher"] for r in after} == {"evolution"}  # the stored settings, not the defaults
+    with pytest.raises(NasfleetError, match="already holds a search"):
+        run_search(trained, run_dir, search_settings(name="resumed", evaluations=7))
+
+
+def test_a_search_minimises_latency_under_a_communication_bound(
+    ray_cluster: None, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
+) -> None:
+    """"The most accurate subnets by latency whose gradient all-reduce fits a bound on this fabric"."""
+    from nasfleet.supernet.latency import build_latency_table
+
+    table = build_latency_table(trained.space, batch_size=1, threads=1, repeats=3, warmup=1)
+    table.save(tmp_path / "latency.json")
+    fabric = "leafspine:leaves=2,spines=2,hosts=4,gbps=100"
+    settings = search_settings(name="deploy", searcher="random", evaluations=6, objectives=["latency_ms"],
+                               latency_table=str(tmp_path / "latency.json"), comm_topology=fabric, comm_workers=8,
+                               constraints=["comm_ms<=1e9"])
+    bound = build_problem(trained, settings)
+    extremes = [bound.costs(a)["comm_ms"] for a in (trained.space.smallest(), trained.space.largest())]
+    limit = sum(extremes) / 2
+    settings = settings.model_copy(update={"constraints": [f"comm_ms<={limit}"]})
+    outcome = run_search(trained, run_dir, settings)
+    rows = evaluations(run_dir, "deploy")
+    assert len(rows) == 6 and all(r["comm_ms"] <= limit for r in rows)
+    assert all(r["latency_ms"] == pytest.approx(table.predict_ms(arch_from_json(r["arch"]))) for r in rows)
+    assert (outcome.folder / "pareto_latency_ms.png").is_file()
+    assert all("latency_ms" in m.costs for m in outcome.front)
+
+
+def test_a_killed_search_resumes_without_reevaluating(run_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL the whole driver (and the Ray it started) mid-search, then `--resume`."""
+    args = [*CLI, "search", "--run", str(run_dir), "--name", "killed", "--evaluations", "16", "--concurrency", "1"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    folder = search_folder(run_dir, "killed") / "evaluations"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(folder.glob("part-*.parquet"))) < 3:
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    recorded = evaluations(run_dir, "killed")
+    assert 3 <= len(recorded) < 16
+    result = nasfleet("search", "--run", str(run_dir), "--name", "killed", "--resume", "--evaluations", "16")
+    assert result.returncode == 0, result.stderr
+    after = evaluations(run_dir, "killed")
+    assert len(after) == 16 and len({r["arch"] for r in after}) == 16
+    assert f"evaluated now: {16 - len(recorded)} " in " ".join(result.stdout.split())
+
+
+def test_export_writes_the_chosen_front_member_as_a_standalone_model(
+    ray_cluster: None, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
+) -> None:
+    front = json.loads((search_folder(run_dir, "fifo") / "pareto.json").read_text())["front"]
+    result = nasfleet("export", "--run", str(run_dir), "--pareto", "1", "--search", "fifo", "--out", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    model, arch = load_subnet(tmp_path / "m")
+    assert arch == trained.space.arch_from_dict(front[0]["arch"])
+    images = trained.data.test.images
+    with torch.no_grad():
+        accuracy = (model.eval()(images).argmax(-1) == trained.data.test.labels).float().mean().item()
+    assert accuracy == pytest.approx(front[0]["test_accuracy"])
+    assert_one_line_error(
+        nasfleet("export", "--run", str(run_dir), "--pareto", "99", "--search", "fifo", "--out", str(tmp_path / "x")),
+        "out of range",
+    )
+
+
+def test_bad_search_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:
+    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--constraint", "mflops<=0.0001"), "no subnet satisfies")
+    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--scheduler", "pbt"), "unknown scheduler 'pbt'")
+    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--searcher", "grid"), "unknown searcher 'grid'")
+    assert_one_line_error(nasfleet("search", "--run", str(tmp_path)), "holds no trained supernet")
+    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--objective", "latency_ms"), "latency table")
+    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--name", "none", "--resume"), "cannot resume")
+    assert not (search_folder(run_dir, "search")).exists()  # nothing written for rejected input
+
+
+def test_the_demo_ends_with_a_search_and_prints_its_pareto_front(tmp_path: Path) -> None:
+    run = tmp_path / "demo"
+    result = nasfleet("demo", "--run-dir", str(run), "--steps", "30", "--workers", "0", "--search", "4", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Pareto front — 4 subnets evaluated" in result.stdout
+    assert (search_folder(run, "demo") / "pareto.json").is_file()
+    again = nasfleet("demo", "--run-dir", str(run), "--steps", "30", "--workers", "0", "--search", "4", timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "evaluated now: 0 " in " ".join(again.stdout.split())  # rerun: resumed, nothing evaluated twice
