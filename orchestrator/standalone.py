@@ -14,22 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import torch
 import torch.nn.functional as F
 
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.data import BatchStream, DataSplits, ImageSet, iterate_batches, load_data
 from nasfleet.orchestrator.evaluate import EVAL_BATCH_SIZE
-from nasfleet.orchestrator.storage import join, resolve_storage, write_parquet_atomically
-from nasfleet.orchestrator.trainer import lr_factor, space_for_data
+from nasfleet.orchestrator.results_store import ParquetLog
+from nasfleet.orchestrator.trainer import sgd_with_schedule, space_for_data
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_json
 
 # Bump when the stand-alone recipe or what a row holds changes, so old cache rows stop matching.
@@ -162,20 +160,15 @@ def standalone_key(config: TrainConfig, space: SearchSpace, arch: Arch) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class StandaloneCache:
-    """A folder (local or pyarrow URI) of Parquet files of stand-alone results; append-only.
+class StandaloneCache(ParquetLog):
+    """An append-only Parquet folder (local or pyarrow URI) of stand-alone results.
 
     Each :meth:`put` writes one new file atomically, so concurrent writers and crashes never
     damage what is there; a key written twice (two racing comparisons) reads back its first row.
     """
 
     def __init__(self, location: str | Path) -> None:
-        self.fs, self.path = resolve_storage(location)
-
-    def read(self) -> pa.Table:
-        if self.fs.get_file_info(self.path).type != pa.fs.FileType.Directory:
-            return SCHEMA.empty_table()
-        return ds.dataset(self.path, filesystem=self.fs, schema=SCHEMA, format="parquet").to_table()
+        super().__init__(location, SCHEMA)
 
     def lookup(self) -> dict[str, StandaloneResult]:
         """Every current-protocol result by key (the earliest row of a key wins); older rows are skipped."""
@@ -187,9 +180,8 @@ class StandaloneCache:
         return found
 
     def put(self, result: StandaloneResult) -> str:
-        table = pa.Table.from_pylist([result.row()], schema=SCHEMA)
-        path = join(self.path, f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet")
-        write_parquet_atomically(table, self.fs, path)
+        path = self.append_rows([result.row()])
+        assert path is not None
         return path
 
 
@@ -205,14 +197,7 @@ def train_standalone(config: TrainConfig, arch: Arch, data: DataSplits | None = 
     space.validate(arch)
     torch.manual_seed(config.seed)
     model = space.build_standalone(arch)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.optim.lr,
-        momentum=config.optim.momentum,
-        weight_decay=config.optim.weight_decay,
-        nesterov=config.optim.momentum > 0,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.optim))
+    optimizer, scheduler = sgd_with_schedule(model, config.optim)
     batches = BatchStream(data.train, config.data.batch_size, config.seed)
     started = time.perf_counter()
     model.train()

@@ -82,6 +82,20 @@ def lr_factor(step: int, optim: OptimConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def sgd_with_schedule(
+    model: nn.Module, optim: OptimConfig
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """The training recipe's optimizer (Nesterov SGD when momentum > 0) and its warm-up + cosine schedule."""
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=optim.lr,
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
+        nesterov=optim.momentum > 0,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, optim))
+
+
 def build_run(config: TrainConfig, rank: int = 0) -> TrainingRun:
     """Data, space, strategy, supernet, optimizer and schedule for one process.
 
@@ -93,14 +107,7 @@ def build_run(config: TrainConfig, rank: int = 0) -> TrainingRun:
     strategy = build_strategy(config.strategy.name, config.strategy.params, space)
     torch.manual_seed(config.seed)
     model = strategy.wrap_model(space.build_supernet())
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.optim.lr,
-        momentum=config.optim.momentum,
-        weight_decay=config.optim.weight_decay,
-        nesterov=config.optim.momentum > 0,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.optim))
+    optimizer, scheduler = sgd_with_schedule(model, config.optim)
     rng = np.random.default_rng(config.seed if rank == 0 else [config.seed, rank])
     return TrainingRun(config, data, space, model, strategy, optimizer, scheduler, rng)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 
 from nasfleet.errors import NasfleetError
@@ -26,13 +25,6 @@ SPLITS = ("val", "test")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedSupernet:
     config = tiny_config(tmp_path_factory.mktemp("evalpool") / "run")
     train(config, show_progress=False)
@@ -45,7 +37,7 @@ def results_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pool(ray_cluster: None, trained: TrainedSupernet, results_folder: Path) -> Iterator[EvaluationPool]:
+def pool(ray_cluster: str, trained: TrainedSupernet, results_folder: Path) -> Iterator[EvaluationPool]:
     store = ResultsStore(results_folder)
     with EvaluationPool(trained, num_actors=2, splits=SPLITS, store=store, flush_every=2) as p:
         yield p

@@ -7,13 +7,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from nasfleet.errors import NasfleetError
@@ -26,13 +24,6 @@ from nasfleet.supernet import arch_from_json, load_subnet
 from conftest import CLI, assert_one_line_error, nasfleet, tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def evaluations(run_dir: Path, name: str) -> list[dict]:
 
 
 def test_a_search_records_every_trial_and_writes_a_non_dominated_front(
-    ray_cluster: None, run_dir: Path, trained: TrainedSupernet
+    ray_cluster: str, run_dir: Path, trained: TrainedSupernet
 ) -> None:
     settings = search_settings(name="fifo", searcher="nsga2", searcher_params={"population": 4}, evaluations=8, chunks=3)
     outcome = run_search(trained, run_dir, settings)
@@ -77,7 +68,7 @@ def test_a_search_records_every_trial_and_writes_a_non_dominated_front(
     assert "| K |" in (outcome.folder / "pareto.md").read_text()
 
 
-def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster: None, run_dir: Path) -> None:
+def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster: str, run_dir: Path) -> None:
     results = [json.loads(line) for p in (search_folder(run_dir, "fifo") / "tune").glob("*/result.json")
                for line in p.read_text().splitlines()]
     pids = {r["actor_pid"] for r in results}
@@ -86,7 +77,7 @@ def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster
 
 
 def test_asha_stops_poor_subnets_after_part_of_the_validation_split(
-    ray_cluster: None, run_dir: Path, trained: TrainedSupernet
+    ray_cluster: str, run_dir: Path, trained: TrainedSupernet
 ) -> None:
     settings = search_settings(name="asha", scheduler="asha", evaluations=10, chunks=4, concurrency=1, seed=1)
     outcome = run_search(trained, run_dir, settings)
@@ -100,7 +91,7 @@ def test_asha_stops_poor_subnets_after_part_of_the_validation_split(
     assert all(json.dumps(m["arch"], sort_keys=True) in complete for m in front)
 
 
-def test_resume_evaluates_only_what_is_not_recorded(ray_cluster: None, run_dir: Path, trained: TrainedSupernet) -> None:
+def test_resume_evaluates_only_what_is_not_recorded(ray_cluster: str, run_dir: Path, trained: TrainedSupernet) -> None:
     run_search(trained, run_dir, search_settings(name="resumed", searcher="evolution",
                                                  searcher_params={"population": 3, "sample_size": 2}, evaluations=4))
     before = evaluations(run_dir, "resumed")
@@ -115,7 +106,7 @@ def test_resume_evaluates_only_what_is_not_recorded(ray_cluster: None, run_dir: 
 
 
 def test_a_search_minimises_latency_under_a_communication_bound(
-    ray_cluster: None, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
+    ray_cluster: str, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
 ) -> None:
     """"The most accurate subnets by latency whose gradient all-reduce fits a bound on this fabric"."""
     from nasfleet.supernet.latency import build_latency_table
@@ -158,7 +149,7 @@ def test_a_killed_search_resumes_without_reevaluating(run_dir: Path, tmp_path: P
 
 
 def test_export_writes_the_chosen_front_member_as_a_standalone_model(
-    ray_cluster: None, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
+    ray_cluster: str, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
 ) -> None:
     front = json.loads((search_folder(run_dir, "fifo") / "pareto.json").read_text())["front"]
     result = nasfleet("export", "--run", str(run_dir), "--pareto", "1", "--search", "fifo", "--out", str(tmp_path / "m"))

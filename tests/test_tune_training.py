@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import yaml
 
 from conftest import assert_one_line_error, nasfleet, tiny_config
@@ -111,14 +110,7 @@ def test_cli_rejects_bad_tune_requests(tmp_path: Path, extra: list[str], fragmen
 
 # --------------------------------------------------------------------------- on Ray
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def pbt(local_ray: str, tmp_path_factory: pytest.TempPathFactory) -> TuneTrainingOutcome:
+def pbt(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> TuneTrainingOutcome:
     config = tuned_config(tmp_path_factory.mktemp("pbt") / "run")
     # Two trials and a quantile of one half: the worse trial exploits the better at every perturbation.
     return tune_training(config, "pbt", population=2, interval_steps=INTERVAL, quantile_fraction=0.5)
@@ -168,12 +160,12 @@ def test_the_winner_is_installed_as_an_ordinary_run(pbt: TuneTrainingOutcome) ->
 
 
 @pytest.mark.slow
-def test_cli_pb2_on_a_running_cluster_then_evaluate(local_ray: str, tmp_path: Path) -> None:
+def test_cli_pb2_on_a_running_cluster_then_evaluate(ray_cluster: str, tmp_path: Path) -> None:
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(tuned_config(tmp_path / "run").model_dump(mode="json")))
     result = nasfleet(
         "train", "--config", str(config), "--steps", "8", "--tune", "pb2", "--population", "2",
-        "--tune-interval", str(INTERVAL), "--ray-address", local_ray,
+        "--tune-interval", str(INTERVAL), "--ray-address", ray_cluster,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "winner" in result.stdout and "distill weight" in result.stdout
