@@ -28,6 +28,7 @@ from nasfleet.orchestrator.rank_loop import (
     RankJob,
     checkpoint_name,
     checkpoint_step,
+    check_strategy_supports,
     load_deepspeed_config,
     train_rank,
 )
@@ -187,6 +188,7 @@ def train_distributed(
     if options.workers < 1:
         raise NasfleetError("--workers must be at least 1 for distributed training")
     deepspeed_config = load_deepspeed_config(options.deepspeed_config)
+    check_strategy_supports(config, deepspeed_config)
     storage, name = storage_location(config, options)
     folder = join(storage, name)
     existing = latest_checkpoint(folder)

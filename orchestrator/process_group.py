@@ -30,6 +30,7 @@ from nasfleet.orchestrator.rank_loop import (
     RankJob,
     checkpoint_name,
     checkpoint_step,
+    check_strategy_supports,
     load_deepspeed_config,
     train_rank,
 )
@@ -134,6 +135,7 @@ def train_process_group(
 ) -> tuple[int, str]:
     """Train this process's rank; returns ``(rank, run folder)``. Rank 0 goes on to evaluate."""
     settings = load_deepspeed_config(deepspeed_config)
+    check_strategy_supports(config, settings)
     folder = config.run_dir.expanduser().absolute()
     existing = latest_checkpoint(str(folder))
     if existing and not resume:

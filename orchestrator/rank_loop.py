@@ -31,6 +31,7 @@ from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.data import BatchStream
 from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.orchestrator.storage import CHECKPOINT_PREFIX, SUPERNET_FILE
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.orchestrator.trainer import RoleMeans, ThroughputWindow, TrainingRun, build_run, run_step
 
 ENGINE_TAG = "engine"
@@ -164,6 +165,20 @@ def _restore(folder: Path, engine: Any, run: TrainingRun, rank: int) -> RankProg
     return RankProgress(step=step, subnets_trained=int(state["subnets_trained"]), resumed_from_step=step)
 
 
+def zero_stage(deepspeed_config: dict[str, Any]) -> int:
+    return int(deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def check_strategy_supports(config: TrainConfig, deepspeed_config: dict[str, Any]) -> None:
+    """Refuse, before any worker starts, a ZeRO stage the configured strategy cannot train under."""
+    strategy = STRATEGIES.get(config.strategy.name)
+    if strategy is not None and zero_stage(deepspeed_config) > strategy.max_zero_stage:
+        raise NasfleetError(
+            f"strategy {strategy.name!r} supports DeepSpeed ZeRO stage {strategy.max_zero_stage} at most, "
+            f"the DeepSpeed config asks for stage {zero_stage(deepspeed_config)}"
+        )
+
+
 def sampling_rank(deepspeed_config: dict[str, Any], rank: int) -> int:
     """Which rank's subnet-sampling stream this rank follows.
 
@@ -172,8 +187,7 @@ def sampling_rank(deepspeed_config: dict[str, Any], rank: int) -> int:
     rank 0's subnet samples (each still trains on its own data shard). Stages 0 and 1
     reduce once in ``engine.step()``, so each rank draws its own subnets.
     """
-    stage = int(deepspeed_config.get("zero_optimization", {}).get("stage", 0))
-    return 0 if stage >= 2 else rank
+    return 0 if zero_stage(deepspeed_config) >= 2 else rank
 
 
 class AllReduceTimer:

@@ -61,6 +61,8 @@ class TrainingStrategy(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]] = StrategyParams
+    max_zero_stage: ClassVar[int] = 3
+    """The highest DeepSpeed ZeRO stage this strategy trains correctly under (checked before a job starts)."""
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:
         self.space = space

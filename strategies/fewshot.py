@@ -166,6 +166,9 @@ class FewShotGMStrategy(TrainingStrategy):
 
     name = "fewshot-gm"
     Params = FewShotParams
+    # The split copies weights into the parameters in place; ZeRO 1+ keeps its own fp32 master
+    # copies (partitioned) and would overwrite them at the next step.
+    max_zero_stage = 0
     params: FewShotParams
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:

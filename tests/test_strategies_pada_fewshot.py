@@ -24,7 +24,7 @@ from nasfleet.strategies.fewshot import plan_split
 from nasfleet.supernet import MBConvSpace, MBConvSpaceConfig, extract
 from nasfleet.supernet.arch import BlockChoice, ConvArch, StageChoice
 
-from conftest import TINY_SPACE, tiny_config
+from conftest import TINY_SPACE, assert_one_line_error, nasfleet, tiny_config
 
 SPACE = MBConvSpace(MBConvSpaceConfig.model_validate(TINY_SPACE))
 OPS = [BlockChoice(k, e) for k in (3, 5) for e in (2, 3)]  # each block slot's options, in the space's order
@@ -268,3 +268,14 @@ def test_two_ranks_train_each_strategy_and_agree_on_weights(name: str, tmp_path:
         assert ranks[0]["strategy"]["plan"] == ranks[1]["strategy"]["plan"] is not None
         supernet = torch.load(Path(checkpoint) / SUPERNET_FILE, weights_only=False)["model"]
         assert int(supernet["split_edge"]) == ranks[0]["strategy"]["plan"]["edge"]
+
+
+def test_fewshot_refuses_a_sharded_optimizer_before_any_rank_starts(tmp_path: Path) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path / "run", "fewshot-gm").model_dump(mode="json")))
+    assert_one_line_error(
+        nasfleet("train", "--config", str(config), "--workers", "2",
+                 "--deepspeed", str(Path(__file__).parent.parent / "cluster_configs/deepspeed/zero1.json")),
+        "supports DeepSpeed ZeRO stage 0 at most",
+    )
+    assert not (tmp_path / "run").exists()
