@@ -14,7 +14,7 @@ from nasfleet.comm import predict_dp_step_comm_time, resolve_topology
 from nasfleet.comm.calibrate import load_calibration
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.trainer import space_for_data
+from nasfleet.orchestrator.trainer import space_for_data, supernet_for
 
 DEEPSPEED_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements, not bytes)
 
@@ -64,9 +64,9 @@ def predict_step_allreduce(
 def predict_for_job(
     config: TrainConfig, world_size: int, deepspeed_config: dict[str, Any], source: CommSource
 ) -> CommPrediction | None:
-    """The prediction for this job's supernet (its full gradient is all-reduced every step)."""
+    """The prediction for this job's model (its full gradient is all-reduced every step)."""
     if source.calibration is None and source.topology is None:
         return None
     space = space_for_data(config, load_data(config.data))
-    num_params = sum(p.numel() for p in space.build_supernet().parameters())
+    num_params = sum(p.numel() for p in supernet_for(config, space).parameters())  # few-shot: every copy
     return predict_step_allreduce(num_params, world_size, deepspeed_config, source)
