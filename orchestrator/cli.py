@@ -29,7 +29,8 @@ from nasfleet.orchestrator.metrics import prometheus_metrics
 from nasfleet.orchestrator.pareto_report import front_member
 from nasfleet.orchestrator.profile_cli import profile
 from nasfleet.orchestrator.search import SETTINGS_FILE, run_search, search_folder, search_settings
-from nasfleet.orchestrator.search_cli import print_front, search
+from nasfleet.orchestrator.search_cli import key_values, print_front, search
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.orchestrator.storage import has_checkpoint
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_dict, extract, recalibrate_batchnorm, save_subnet
 
@@ -56,12 +57,20 @@ def demo_config() -> TrainConfig:
     return config_from_dict(yaml.safe_load(text), "built-in demo config")
 
 
-def _with_overrides(config: TrainConfig, run_dir: Optional[Path], steps: Optional[int]) -> TrainConfig:
+def _with_overrides(
+    config: TrainConfig, run_dir: Optional[Path], steps: Optional[int], strategy: Optional[str] = None,
+    strategy_params: Optional[dict[str, object]] = None,
+) -> TrainConfig:
     update: dict[str, object] = {}
     if run_dir is not None:
         update["run_dir"] = run_dir
     if steps is not None:
         update["optim"] = config.optim.model_copy(update={"steps": steps})
+    if strategy is not None or strategy_params:
+        name = strategy or config.strategy.name
+        # A new strategy starts from its own defaults; parameters given here override either.
+        params = {} if name != config.strategy.name else dict(config.strategy.params)
+        update["strategy"] = {"name": name, "params": {**params, **(strategy_params or {})}}
     return config_from_dict({**config.model_dump(), **update}, "config with command-line overrides")
 
 
@@ -153,6 +162,8 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run in the config's run_dir from its checkpoint."),
     run_dir: Optional[Path] = typer.Option(None, help="Override the config's run_dir."),
     steps: Optional[int] = typer.Option(None, help="Override the number of optimizer steps."),
+    strategy: Optional[str] = typer.Option(None, help=f"Override the training strategy: {', '.join(STRATEGIES)}."),
+    strategy_param: list[str] = typer.Option([], help="Strategy parameter KEY=VALUE (e.g. num_random=3); repeatable."),
     progress: bool = typer.Option(True, help="Show a progress bar (single-process training)."),
     workers: int = typer.Option(0, min=0, help=WORKERS_HELP),
     deepspeed: Optional[Path] = typer.Option(None, help=DEEPSPEED_HELP),
@@ -173,7 +184,9 @@ def train(
     tune_interval: Optional[int] = typer.Option(None, help="--tune: steps between perturbations (default: steps/6)."),
 ) -> None:
     """Train a supernet (here, or data-parallel under DeepSpeed), then evaluate and record its subnets."""
-    cfg = _with_overrides(load_config(config), run_dir, steps)
+    cfg = _with_overrides(
+        load_config(config), run_dir, steps, strategy, key_values(strategy_param, "--strategy-param")
+    )
     if tune is not None:
         if workers > 0 or launcher != "ray" or resume:
             raise NasfleetError("--tune trains single-process trials: it cannot be combined with --workers, --launcher or --resume")
@@ -281,7 +294,7 @@ def _demo_search(run: Path, evaluations: int) -> None:
     console.print(f"demo search: {evaluations} subnets, NSGA-II proposing Ray Tune trials, accuracy vs MFLOPs")
     resume = (search_folder(run, settings.name) / SETTINGS_FILE).exists()
     outcome = run_search(load_trained(run), run, settings, resume=resume)
-    print_front(outcome, tuple(settings.objectives))
+    print_front(outcome, tuple(settings.objectives), run)
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def front_markdown(front: list[FrontMember], objectives: tuple[str, ...], summar
     ]
     for m in front:
         test = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "–"
-        values = [f"{m.costs[c]:,.0f}" if c == "params" else f"{m.costs[c]:.4g}" for c in costs]
+        values = [f"{m.costs[c]:,.0f}" if c == "params" else f"{m.costs[c]:.5g}" for c in costs]
         lines.append(f"| {m.index} | `{m.arch_desc}` | " + " | ".join(values) + f" | {100 * m.val_accuracy:.2f}% | {test} |")
     return "\n".join(lines) + "\n"
 

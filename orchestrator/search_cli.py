@@ -22,13 +22,13 @@ console = Console()
 LATENCY_FILE = "latency.json"
 
 
-def _searcher_params(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as JSON where they are (numbers, booleans), else strings."""
+def key_values(pairs: list[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values parsed as JSON where they are (numbers, booleans, lists), else strings."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise NasfleetError(f"--searcher-param {pair!r} is not KEY=VALUE")
+            raise NasfleetError(f"{option} {pair!r} is not KEY=VALUE")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -58,22 +58,22 @@ def search(
     """Search the trained supernet's subnets with Ray Tune; write every evaluation and the Pareto front."""
     table = latency_table if latency_table is not None else (run / LATENCY_FILE if (run / LATENCY_FILE).is_file() else None)
     settings = search_settings(
-        name=name, searcher=searcher, searcher_params=_searcher_params(searcher_param), scheduler=scheduler,
+        name=name, searcher=searcher, searcher_params=key_values(searcher_param, '--searcher-param'), scheduler=scheduler,
         reduction_factor=reduction_factor, evaluations=evaluations, objectives=objective, constraints=constraint,
         chunks=chunks, concurrency=concurrency, seed=seed, latency_table=str(table) if table else None,
         comm_topology=comm_topology, comm_workers=comm_workers,
     )
     trained = load_trained(run)
     outcome = run_search(trained, run, settings, resume=resume, ray_address=ray_address)
-    print_front(outcome, tuple(settings.objectives))
+    print_front(outcome, tuple(settings.objectives), run)
 
 
-def print_front(outcome: SearchOutcome, objectives: tuple[str, ...]) -> None:
+def print_front(outcome: SearchOutcome, objectives: tuple[str, ...], run: Path) -> None:
     print_front_table(outcome.front, objectives, f"Pareto front — {outcome.evaluated} subnets evaluated")
     console.print(
         f"evaluated now: {outcome.evaluated_now} ({outcome.val_samples_now:,} validation samples); "
-        f"hypervolume {outcome.hypervolume:.4g}; results in {outcome.folder} "
-        f"(export one with `nasfleet export --run RUN --pareto K --out DIR`)"
+        f"hypervolume {outcome.hypervolume:.4g}; results in {outcome.folder}\n"
+        f"export one: nasfleet export --run {run} --search {outcome.folder.name} --pareto K --out DIR"
     )
 
 
@@ -83,7 +83,7 @@ def print_front_table(front: list[FrontMember], objectives: tuple[str, ...], tit
     for column in ("K", "subnet", *(COST_LABELS[c] for c in costs), "val acc", "test acc"):
         table.add_column(column, justify="left" if column == "subnet" else "right")
     for m in front:
-        values = [f"{m.costs[c]:,.0f}" if c == "params" else f"{m.costs[c]:.4g}" for c in costs]
+        values = [f"{m.costs[c]:,.0f}" if c == "params" else f"{m.costs[c]:.5g}" for c in costs]
         test = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "–"
         table.add_row(str(m.index), escape(m.arch_desc), *values, f"{100 * m.val_accuracy:.2f}%", test)
     console.print(table)

@@ -24,7 +24,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "export", "demo", None])
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "demo", "search", "profile", "bench", None])
 def test_every_command_has_help(command: str | None) -> None:
     result = nasfleet(*([command] if command else []), "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
@@ -47,6 +47,30 @@ def test_train_evaluate_export_end_to_end(trained_run: Path, tmp_path: Path) -> 
 def test_unknown_strategy(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run", strategy={"name": "bignas"})
     assert_one_line_error(nasfleet("train", "--config", str(config)), "unknown strategy 'bignas'")
+
+
+def test_the_strategy_is_chosen_on_the_command_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", optim={"steps": 2, "lr": 0.05, "warmup_steps": 1})
+    result = nasfleet("train", "--config", str(config), "--no-progress", "--strategy", "shift",
+                      "--strategy-param", "num_bins=2", "--strategy-param", "prior=[0.25, 0.75]")
+    assert result.returncode == 0, result.stderr
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["strategy"]
+    assert written == {"name": "shift", "params": {"num_bins": 2, "prior": [0.25, 0.75]}}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--strategy", "bignas"], "unknown strategy 'bignas'"),
+        (["--strategy", "shift", "--strategy-param", "prior=[0.5, 0.2, 0.2, 0.2]"], "sum to one"),
+        (["--strategy", "deps", "--strategy-param", "total_steps=10", "--strategy-param", "delay_fraction=-0.5"],
+         "delay"),
+        (["--strategy-param", "num_random"], "is not KEY=VALUE"),
+    ],
+)
+def test_bad_strategy_choices_on_the_command_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    assert_one_line_error(nasfleet("train", "--config", str(config), *args), fragment)
 
 
 def test_arch_outside_the_search_space(trained_run: Path, tmp_path: Path) -> None:
