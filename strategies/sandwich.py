@@ -22,6 +22,11 @@ class SandwichParams(StrategyParams):
 
 
 class SandwichStrategy(TrainingStrategy):
+    """BigNAS sandwich rule: largest on labels, then smallest and random subnets distilled from it.
+
+    Trains the bounds of the space every step; ``distill_weight`` scales the distilled losses.
+    """
+
     name = "sandwich"
     Params = SandwichParams
     params: SandwichParams

@@ -11,6 +11,11 @@ from nasfleet.strategies.base import SubnetTask, TrainingStrategy
 
 
 class UniformStrategy(TrainingStrategy):
+    """Single-path one-shot (SPOS): one subnet per step, every elastic choice drawn uniformly.
+
+    The baseline every other strategy is compared with in docs/strategies.md.
+    """
+
     name = "uniform"
 
     def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
