@@ -18,7 +18,8 @@ from pathlib import Path
 from _common import RESULTS, write_results
 from nasfleet.orchestrator.bench_cli import parse_strategies, run_strategy_bench
 from nasfleet.orchestrator.cli import demo_config
-from nasfleet.orchestrator.strategy_comparison import DEFAULT_SUBNETS, comparison_markdown
+from nasfleet.orchestrator.strategy_comparison import DEFAULT_SUBNETS
+from nasfleet.orchestrator.strategy_report import comparison_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

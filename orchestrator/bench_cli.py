@@ -15,9 +15,8 @@ from nasfleet.orchestrator.strategy_comparison import (
     MIN_SUBNETS,
     StrategyComparison,
     compare_strategies,
-    comparison_markdown,
-    render_doc,
 )
+from nasfleet.orchestrator.strategy_report import comparison_markdown, render_doc
 from nasfleet.strategies.registry import STRATEGIES
 
 bench_app = typer.Typer(

@@ -15,6 +15,7 @@ schedule of every trial (``schedule.parquet``) and a summary (``summary.json``).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -265,7 +266,7 @@ def validate_settings(config: TrainConfig, **settings: Any) -> TuneSettings:
         )
     if validated.scheduler == "pb2":
         try:
-            import GPy  # noqa: F401  (PB2's Gaussian-process bandit)
+            importlib.import_module("GPy")  # PB2's Gaussian-process bandit
         except ImportError:
             raise NasfleetError("--tune pb2 needs the GPy package: pip install GPy (or nasfleet[ray])") from None
     return validated

@@ -20,21 +20,16 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.data import load_data
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.orchestrator.standalone import ImageScores, StandaloneCache, standalone_results
+from nasfleet.orchestrator.ranking_stats import bootstrap_indices, kendall_tau_b, rank_correlations, ranking_statistics
 from nasfleet.orchestrator.strategy_comparison import (
     NESTED_KEEP,
     StrategyComparison,
-    bootstrap_indices,
     compare_strategies,
-    findings,
-    fixed_scores,
     fixed_subnets,
-    kendall_tau_b,
-    rank_correlations,
-    ranking_statistics,
-    render_doc,
     score_subnet,
     strategy_params,
 )
+from nasfleet.orchestrator.strategy_report import findings, fixed_scores, render_doc
 from nasfleet.orchestrator.trainer import space_for_data
 from nasfleet.strategies import build_strategy
 from nasfleet.strategies.registry import STRATEGIES
