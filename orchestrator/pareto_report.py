@@ -73,6 +73,10 @@ def write_front(
     return written
 
 
+def format_cost(name: str, value: float) -> str:
+    return f"{value:,.0f}" if name == "params" else f"{value:.5g}"
+
+
 def front_markdown(front: list[FrontMember], objectives: tuple[str, ...], summary: dict[str, Any]) -> str:
     costs = list(dict.fromkeys(("mflops", "params", *objectives)))
     header = ["K", "subnet", *(COST_LABELS[c] for c in costs), "val acc", "test acc"]
@@ -88,7 +92,7 @@ def front_markdown(front: list[FrontMember], objectives: tuple[str, ...], summar
     ]
     for m in front:
         test = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "–"
-        values = [f"{m.costs[c]:,.0f}" if c == "params" else f"{m.costs[c]:.5g}" for c in costs]
+        values = [format_cost(c, m.costs[c]) for c in costs]
         lines.append(f"| {m.index} | `{m.arch_desc}` | " + " | ".join(values) + f" | {100 * m.val_accuracy:.2f}% | {test} |")
     return "\n".join(lines) + "\n"
 

@@ -126,19 +126,21 @@ def build_problem(trained: TrainedSupernet, settings: SearchSettings) -> SearchP
     return problem
 
 
-def _prepare_folder(folder: Path, settings: SearchSettings, resume: bool) -> SearchSettings:
-    """Create the folder (new search) or check it and return the stored settings (resume)."""
+def _stored_settings(folder: Path, settings: SearchSettings) -> SearchSettings:
+    """The settings of the search being resumed (only ``evaluations`` may grow)."""
     stored = folder / SETTINGS_FILE
-    if resume:
-        if not stored.is_file():
-            raise NasfleetError(f"cannot resume: {folder} holds no search (no {SETTINGS_FILE})")
-        previous = search_settings(**json.loads(stored.read_text()))
-        return previous.model_copy(update={"evaluations": max(previous.evaluations, settings.evaluations)})
+    if not stored.is_file():
+        raise NasfleetError(f"cannot resume: {folder} holds no search (no {SETTINGS_FILE})")
+    previous = search_settings(**json.loads(stored.read_text()))
+    return previous.model_copy(update={"evaluations": max(previous.evaluations, settings.evaluations)})
+
+
+def _create_folder(folder: Path, settings: SearchSettings) -> None:
+    stored = folder / SETTINGS_FILE
     if stored.exists():
         raise NasfleetError(f"{folder} already holds a search; pass --resume to continue it or choose another --name")
     folder.mkdir(parents=True, exist_ok=True)
     stored.write_text(settings.model_dump_json(indent=2) + "\n")
-    return settings
 
 
 def run_search(
@@ -146,10 +148,11 @@ def run_search(
 ) -> SearchOutcome:
     """Search ``trained``'s subnets as configured; the trained run folder ``run`` receives the results."""
     folder = search_folder(run, settings.name)
-    problem = build_problem(trained, settings)  # before touching the folder: bad settings write nothing
-    settings = _prepare_folder(folder, settings, resume)
     if resume:
-        problem = build_problem(trained, settings)
+        settings = _stored_settings(folder, settings)
+    problem = build_problem(trained, settings)  # before touching the folder: bad settings write nothing
+    if not resume:
+        _create_folder(folder, settings)
     log = ParquetLog(folder / EVALUATIONS_FOLDER, SEARCH_SCHEMA)
     algorithm = build_searcher(settings.searcher, settings.searcher_params, problem, settings.seed)
     recorded = log.read().to_pylist()

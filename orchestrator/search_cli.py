@@ -13,7 +13,7 @@ from rich.table import Table
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.evaluate import load_trained
-from nasfleet.orchestrator.pareto_report import COST_LABELS, FrontMember
+from nasfleet.orchestrator.pareto_report import COST_LABELS, FrontMember, format_cost
 from nasfleet.orchestrator.search import SCHEDULERS, SearchOutcome, run_search, search_settings
 from nasfleet.strategies.search import COST_NAMES, SEARCHERS
 
@@ -83,7 +83,7 @@ def print_front_table(front: list[FrontMember], objectives: tuple[str, ...], tit
     for column in ("K", "subnet", *(COST_LABELS[c] for c in costs), "val acc", "test acc"):
         table.add_column(column, justify="left" if column == "subnet" else "right")
     for m in front:
-        values = [f"{m.costs[c]:,.0f}" if c == "params" else f"{m.costs[c]:.5g}" for c in costs]
+        values = [format_cost(c, m.costs[c]) for c in costs]
         test = f"{100 * m.test_accuracy:.2f}%" if m.test_accuracy is not None else "–"
         table.add_row(str(m.index), escape(m.arch_desc), *values, f"{100 * m.val_accuracy:.2f}%", test)
     console.print(table)

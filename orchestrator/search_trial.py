@@ -53,19 +53,19 @@ class SubnetTrial(tune.Trainable):
         self.trained = trained_from_shared(config_from_dict(train_config), step, weights, data)
         self.calibration = self.trained.calibration_batches()
         self.chunks = validation_chunks(len(self.trained.data.val), chunks, seed)
-        self.trials_served = 0
-        self._start(config)
+        self.trials_served = 1
+        self._start(config["arch"])
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        self._start(new_config)
+        self.trials_served += 1
+        self._start(new_config["arch"])
         return True
 
-    def _start(self, config: dict[str, Any]) -> None:
-        self.arch = self.trained.space.validate(arch_from_json(config["arch"]))
+    def _start(self, arch_json: str) -> None:
+        self.arch = self.trained.space.validate(arch_from_json(arch_json))
         self.correct = self.seen = self.chunks_done = 0
         self.calibrated = False
         self.eval_s = 0.0
-        self.trials_served += 1
 
     def step(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -96,8 +96,7 @@ class SubnetTrial(tune.Trainable):
                 "eval_s": self.eval_s}
 
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._start({"arch": checkpoint["arch"]})
-        self.trials_served -= 1  # the same trial, resumed
+        self._start(checkpoint["arch"])  # the same trial, resumed: batch norm is re-estimated
         self.correct, self.seen, self.chunks_done = checkpoint["correct"], checkpoint["seen"], checkpoint["chunks"]
         self.eval_s = checkpoint["eval_s"]
 

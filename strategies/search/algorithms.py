@@ -276,12 +276,13 @@ class PredictorAssisted(SearchAlgorithm):
             self._regressor = make_regressor(self.params.model, self._seed)
             self._regressor.fit(np.stack([encode(self.space, r.arch) for r in complete]), [r.accuracy for r in complete])
             self._fitted_on = len(complete)
-        candidates = self._candidates(complete)
+        objectives = self.problem.objective_matrix(complete)
+        on_front = pareto_mask(objectives)
+        candidates = self._candidates([r for r, keep in zip(complete, on_front) if keep])
         if not candidates:
             return self.random_arch()
         predicted = self._regressor.predict(np.stack([encode(self.space, a) for a in candidates]))
-        front = self.problem.objective_matrix(complete)
-        front = front[pareto_mask(front)]
+        front = objectives[on_front]
         reference = self.problem.reference_point()
         base = hypervolume(front, reference)
         gains = []
@@ -291,9 +292,7 @@ class PredictorAssisted(SearchAlgorithm):
         best = int(np.argmax(gains)) if max(gains) > 0 else int(np.argmax(predicted))
         return candidates[best]
 
-    def _candidates(self, complete: list[Evaluated]) -> list[Arch]:
-        objectives = self.problem.objective_matrix(complete)
-        front = [complete[i] for i in np.flatnonzero(pareto_mask(objectives))]
+    def _candidates(self, front: list[Evaluated]) -> list[Arch]:
         found: dict[Arch, None] = {}
         for i in range(self.params.candidates):
             arch = self.random_arch() if i % 2 == 0 else self.mutate(front[self.rng.integers(len(front))].arch)
