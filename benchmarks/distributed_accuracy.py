@@ -24,11 +24,11 @@ import psutil
 import ray
 
 from _common import write_results
-from nasfleet.orchestrator.cli import demo_config
+from nasfleet.orchestrator.cli.app import demo_config
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict
-from nasfleet.orchestrator.distributed import DistributedOptions, train_distributed
-from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.launch.ray_train import DistributedOptions, train_distributed
+from nasfleet.orchestrator.evaluate.subnets import evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.train.trainer import train
 
 
 def accuracies(run_dir: Path) -> dict[str, float]:

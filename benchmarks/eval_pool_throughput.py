@@ -27,11 +27,11 @@ import ray
 import torch
 
 from _common import write_results
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE
-from nasfleet.orchestrator.cli import _with_overrides, demo_config
-from nasfleet.orchestrator.eval_pool import EvaluationPool
-from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
+from nasfleet.orchestrator.cli.app import _with_overrides, demo_config
+from nasfleet.orchestrator.evaluate.pool import EvaluationPool
+from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.train.trainer import train
 from nasfleet.supernet import Arch
 
 ROOT = Path(__file__).resolve().parent.parent

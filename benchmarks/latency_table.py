@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from _common import write_results
-from nasfleet.orchestrator.cli import demo_config
+from nasfleet.orchestrator.cli.app import demo_config
 from nasfleet.supernet import build_latency_table, build_space, mean_relative_error, table_error
 
 

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from _common import write_results
-from nasfleet.orchestrator.cli import demo_config
+from nasfleet.orchestrator.cli.app import demo_config
 from nasfleet.orchestrator.config import config_from_dict
-from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.evaluate.subnets import evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.train.trainer import train
 
 
 def main() -> None:

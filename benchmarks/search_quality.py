@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from _common import RESULTS, write_results
-from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
-from nasfleet.orchestrator.search_costs import CostSources, cost_function
-from nasfleet.strategies.search import SEARCHERS, Evaluated, SearchProblem, build_searcher, hypervolume, pareto_mask
+from nasfleet.orchestrator.evaluate.subnets import evaluate_arch, load_trained
+from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
+from nasfleet.strategies.searchers import SEARCHERS, Evaluated, SearchProblem, build_searcher, hypervolume, pareto_mask
 from nasfleet.supernet import Arch, arch_from_json, arch_to_json
 
 

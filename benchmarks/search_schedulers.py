@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from _common import write_results
-from nasfleet.orchestrator.evaluate import load_trained
-from nasfleet.orchestrator.search import SCHEDULERS, run_search, search_folder, search_settings
+from nasfleet.orchestrator.evaluate.subnets import load_trained
+from nasfleet.orchestrator.subnet_search.experiment import SCHEDULERS, run_search, search_folder, search_settings
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from _common import RESULTS, write_results
-from nasfleet.orchestrator.bench_cli import parse_strategies, run_strategy_bench
-from nasfleet.orchestrator.cli import demo_config
-from nasfleet.orchestrator.strategy_comparison import DEFAULT_SUBNETS
-from nasfleet.orchestrator.strategy_report import comparison_markdown
+from nasfleet.research.cli import parse_strategies, run_strategy_bench
+from nasfleet.orchestrator.cli.app import demo_config
+from nasfleet.research.comparison import DEFAULT_SUBNETS
+from nasfleet.research.report import comparison_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

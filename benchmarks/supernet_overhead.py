@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from _common import write_results
-from nasfleet.orchestrator.cli import demo_config
+from nasfleet.orchestrator.cli.app import demo_config
 from nasfleet.supernet import build_space, extract
 
 

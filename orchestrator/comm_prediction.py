@@ -14,7 +14,7 @@ from nasfleet.comm import predict_dp_step_comm_time, resolve_topology
 from nasfleet.comm.calibrate import load_calibration
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.trainer import space_for_data, supernet_for
+from nasfleet.orchestrator.train.trainer import space_for_data, supernet_for
 
 DEEPSPEED_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements, not bytes)
 

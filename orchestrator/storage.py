@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
 
 # A distributed run folder holds Ray Train checkpoints named by step; rank 0 puts a plain
 # copy of the supernet weights and the job config in each, for evaluation and export.

@@ -19,8 +19,8 @@ import torch
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.comm_prediction import CommSource
-from nasfleet.orchestrator.distributed import DistributedOptions, DistributedResult, train_distributed
-from nasfleet.orchestrator.evaluate import load_trained
+from nasfleet.orchestrator.launch.ray_train import DistributedOptions, DistributedResult, train_distributed
+from nasfleet.orchestrator.evaluate.subnets import load_trained
 from nasfleet.orchestrator.storage import latest_checkpoint
 
 from conftest import tiny_config

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.eval_pool import EvaluationPool
-from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
-from nasfleet.orchestrator.results_store import ResultsStore
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.evaluate.pool import EvaluationPool
+from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.results.store import ResultsStore
+from nasfleet.orchestrator.train.trainer import train
 from nasfleet.supernet import arch_to_json
 
 from conftest import tiny_config

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.metrics import prometheus_metrics
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.train.trainer import train
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.results_store import ResultsStore, SubnetRecord
+from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
 from nasfleet.orchestrator.storage import resolve_storage
 from nasfleet.supernet import MBConvSpace
 

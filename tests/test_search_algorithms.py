@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.search import (
+from nasfleet.strategies.searchers import (
     SEARCHERS, Constraint, Evaluated, SearchProblem, build_searcher, crowding_distance, hypervolume,
     non_dominated_sort, pareto_mask,
 )
-from nasfleet.strategies.search.algorithms import NSGA2, RegularizedEvolution
+from nasfleet.strategies.searchers.algorithms import NSGA2, RegularizedEvolution
 from nasfleet.supernet import MBConvSpace, MBConvSpaceConfig, ViTSpace
 
 SPACE = MBConvSpace(

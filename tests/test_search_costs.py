@@ -10,9 +10,9 @@ import pytest
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.comm_prediction import CommSource, predict_step_allreduce
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.search_costs import CostSources, cost_function
-from nasfleet.orchestrator.trainer import space_for_data
-from nasfleet.strategies.search import Constraint, SearchProblem
+from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
+from nasfleet.orchestrator.train.trainer import space_for_data
+from nasfleet.strategies.searchers import Constraint, SearchProblem
 
 from conftest import tiny_config
 

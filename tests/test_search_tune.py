@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
-from nasfleet.orchestrator.search import build_problem, run_search, search_folder, search_settings
-from nasfleet.orchestrator.trainer import train
-from nasfleet.strategies.search import pareto_mask
+from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.subnet_search.experiment import build_problem, run_search, search_folder, search_settings
+from nasfleet.orchestrator.train.trainer import train
+from nasfleet.strategies.searchers import pareto_mask
 from nasfleet.supernet import arch_from_json, load_subnet
 
 from conftest import CLI, assert_one_line_error, nasfleet, tiny_config

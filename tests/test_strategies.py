@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.trainer import run_step
+from nasfleet.orchestrator.train.trainer import run_step
 from nasfleet.strategies import SandwichStrategy, UniformStrategy, build_strategy, soft_cross_entropy
 from nasfleet.supernet import MBConvSpace
 

@@ -16,9 +16,9 @@ import yaml
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.data import BatchStream, ImageSet
-from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
+from nasfleet.orchestrator.evaluate.subnets import evaluate_arch, load_trained
 from nasfleet.orchestrator.storage import SUPERNET_FILE, latest_checkpoint
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.train.trainer import train
 from nasfleet.strategies import FewShotGMStrategy, FewShotSupernet, PadaStrategy, SubnetTask, build_strategy
 from nasfleet.strategies.fewshot import plan_split
 from nasfleet.supernet import MBConvSpace, MBConvSpaceConfig, extract

@@ -18,10 +18,10 @@ from scipy import stats
 from conftest import tiny_config
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
-from nasfleet.orchestrator.standalone import ImageScores, StandaloneCache, standalone_results
-from nasfleet.orchestrator.ranking_stats import bootstrap_indices, kendall_tau_b, rank_correlations, ranking_statistics
-from nasfleet.orchestrator.strategy_comparison import (
+from nasfleet.orchestrator.evaluate.subnets import evaluate_arch, load_trained
+from nasfleet.research.standalone import ImageScores, StandaloneCache, standalone_results
+from nasfleet.research.ranking_stats import bootstrap_indices, kendall_tau_b, rank_correlations, ranking_statistics
+from nasfleet.research.comparison import (
     NESTED_KEEP,
     StrategyComparison,
     compare_strategies,
@@ -29,8 +29,8 @@ from nasfleet.orchestrator.strategy_comparison import (
     score_subnet,
     strategy_params,
 )
-from nasfleet.orchestrator.strategy_report import findings, fixed_scores, render_doc
-from nasfleet.orchestrator.trainer import space_for_data
+from nasfleet.research.report import findings, fixed_scores, render_doc
+from nasfleet.orchestrator.train.trainer import space_for_data
 from nasfleet.strategies import build_strategy
 from nasfleet.strategies.registry import STRATEGIES
 

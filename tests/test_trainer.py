@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import load_checkpoint
+from nasfleet.orchestrator.train.checkpoints import load_checkpoint
 from nasfleet.orchestrator.config import TrainConfig
-from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.evaluate.subnets import evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.train.trainer import train
 
 from conftest import tiny_config
 

@@ -13,11 +13,11 @@ import yaml
 
 from conftest import assert_one_line_error, nasfleet, tiny_config
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
 from nasfleet.orchestrator.config import TrainConfig
-from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.trainer import METRICS_FILE, lr_factor, train
-from nasfleet.orchestrator.tune_training import (
+from nasfleet.orchestrator.evaluate.subnets import evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.train.trainer import METRICS_FILE, lr_factor, train
+from nasfleet.orchestrator.tuning.population import (
     TuneTrainingOutcome,
     retarget_checkpoint,
     trial_config,

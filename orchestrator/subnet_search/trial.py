@@ -24,11 +24,11 @@ from ray.tune.search import Searcher
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import config_from_dict
 from nasfleet.orchestrator.data import ImageSet
-from nasfleet.orchestrator.eval_pool import trained_from_shared
-from nasfleet.orchestrator.evaluate import accuracy
-from nasfleet.orchestrator.results_store import ParquetLog
-from nasfleet.orchestrator.search_log import evaluation_row
-from nasfleet.strategies.search import Evaluated, SearchAlgorithm, SearchProblem
+from nasfleet.orchestrator.evaluate.pool import trained_from_shared
+from nasfleet.orchestrator.evaluate.subnets import accuracy
+from nasfleet.orchestrator.results.store import ParquetLog
+from nasfleet.orchestrator.subnet_search.log import evaluation_row
+from nasfleet.strategies.searchers import Evaluated, SearchAlgorithm, SearchProblem
 from nasfleet.supernet import Arch, arch_from_json, arch_to_json, recalibrate_batchnorm
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from nasfleet.orchestrator.comm_prediction import CommSource
 from nasfleet.orchestrator.config import TrainConfig
-from nasfleet.orchestrator.distributed import DistributedOptions, train_distributed
+from nasfleet.orchestrator.launch.ray_train import DistributedOptions, train_distributed
 from nasfleet.orchestrator.metrics import TrainingMetrics
-from nasfleet.orchestrator.evaluate import SubnetResult, evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.process_group import Launcher, train_process_group
-from nasfleet.orchestrator.results_store import ResultsStore, SubnetRecord
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult, evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.launch.process_group import Launcher, train_process_group
+from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
 from nasfleet.orchestrator.storage import join
-from nasfleet.orchestrator.trainer import train
+from nasfleet.orchestrator.train.trainer import train
 
 RESULTS_FOLDER = "results"
 

@@ -22,7 +22,7 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.comm_prediction import CommSource, predict_for_job
 from nasfleet.orchestrator.metrics import TrainingMetrics, ray_metrics
-from nasfleet.orchestrator.rank_loop import (
+from nasfleet.orchestrator.train.loop import (
     CHECKPOINTS_KEPT,
     RankContext,
     RankJob,

@@ -32,7 +32,7 @@ from nasfleet.orchestrator.data import BatchStream
 from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.orchestrator.storage import CHECKPOINT_PREFIX, SUPERNET_FILE
 from nasfleet.strategies.registry import STRATEGIES
-from nasfleet.orchestrator.trainer import RoleMeans, ThroughputWindow, TrainingRun, build_run, run_step
+from nasfleet.orchestrator.train.trainer import RoleMeans, ThroughputWindow, TrainingRun, build_run, run_step
 
 ENGINE_TAG = "engine"
 CHECKPOINTS_KEPT = 3  # per run, whichever launcher publishes them

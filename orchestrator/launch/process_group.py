@@ -24,7 +24,7 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.comm_prediction import CommSource, predict_for_job
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.metrics import PrometheusEndpoint, TrainingMetrics, prometheus_metrics
-from nasfleet.orchestrator.rank_loop import (
+from nasfleet.orchestrator.train.loop import (
     CHECKPOINTS_KEPT,
     RankContext,
     RankJob,

@@ -9,14 +9,14 @@ import typer
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import TrainConfig, load_config
-from nasfleet.orchestrator.standalone import StandaloneCache
-from nasfleet.orchestrator.strategy_comparison import (
+from nasfleet.research.standalone import StandaloneCache
+from nasfleet.research.comparison import (
     DEFAULT_SUBNETS,
     MIN_SUBNETS,
     StrategyComparison,
     compare_strategies,
 )
-from nasfleet.orchestrator.strategy_report import comparison_markdown, render_doc
+from nasfleet.research.report import comparison_markdown, render_doc
 from nasfleet.strategies.registry import STRATEGIES
 
 bench_app = typer.Typer(
@@ -99,7 +99,7 @@ def strategies_command(
     ),
 ) -> None:
     """Train every strategy on one budget; rank correlation with stand-alone training, accuracy, time."""
-    from nasfleet.orchestrator.cli import demo_config  # the CLI module mounts this one
+    from nasfleet.orchestrator.cli.app import demo_config  # the CLI module mounts this one
 
     base = load_config(config) if config is not None else demo_config()
     names = parse_strategies(strategies)

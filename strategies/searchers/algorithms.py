@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.search.pareto import crowding_distance, hypervolume, non_dominated_sort, pareto_mask
-from nasfleet.strategies.search.problem import Evaluated, SearchProblem
+from nasfleet.strategies.searchers.pareto import crowding_distance, hypervolume, non_dominated_sort, pareto_mask
+from nasfleet.strategies.searchers.problem import Evaluated, SearchProblem
 from nasfleet.supernet import Arch, SearchSpace
 
 PROPOSAL_TRIES = 2000

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.standalone import ImageScores
+from nasfleet.research.standalone import ImageScores
 
 CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals, and the share of resamples a resolved pair must keep its order in."""

@@ -6,7 +6,7 @@ zero-copy and read-only from shared memory and builds its supernet *on* those ar
 (``load_state_dict(assign=True)``), so N actors cost one copy of the weights, not N.
 Only the batch-norm buffers are private per actor: per-subnet BN recalibration writes them.
 
-Each actor runs the same :func:`~nasfleet.orchestrator.evaluate.evaluate_arch` as the
+Each actor runs the same :func:`~nasfleet.orchestrator.evaluate.subnets.evaluate_arch` as the
 in-process path, so the pool's accuracies equal it exactly (same threads, same inputs).
 """
 
@@ -31,9 +31,9 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.data import DataSplits, ImageSet
 from nasfleet.orchestrator.metrics import TrainingMetrics
-from nasfleet.orchestrator.evaluate import SubnetResult, TrainedSupernet, evaluate_arch, load_trained
-from nasfleet.orchestrator.results_store import ResultsStore, SubnetRecord
-from nasfleet.orchestrator.trainer import space_for_data, supernet_for
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult, TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
+from nasfleet.orchestrator.train.trainer import space_for_data, supernet_for
 from nasfleet.supernet import Arch
 
 SPLITS = ("train", "val", "test")

@@ -23,12 +23,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch
-from nasfleet.orchestrator.pareto_report import FrontMember, front_rows, members, write_front
-from nasfleet.orchestrator.results_store import ParquetLog
-from nasfleet.orchestrator.search_log import SEARCH_SCHEMA
-from nasfleet.orchestrator.search_costs import CostSources, cost_function
-from nasfleet.strategies.search import (
+from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch
+from nasfleet.orchestrator.subnet_search.pareto_report import FrontMember, front_rows, members, write_front
+from nasfleet.orchestrator.results.store import ParquetLog
+from nasfleet.orchestrator.subnet_search.log import SEARCH_SCHEMA
+from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
+from nasfleet.strategies.searchers import (
     COST_NAMES, Constraint, Evaluated, SearchProblem, build_searcher, hypervolume, searcher_params,
 )
 from nasfleet.supernet import arch_from_json
@@ -172,9 +172,9 @@ def _tune(
 ) -> tuple[int, int]:
     from ray import tune
 
-    from nasfleet.orchestrator.distributed import connect_ray
-    from nasfleet.orchestrator.eval_pool import shareable
-    from nasfleet.orchestrator.search_trial import ArchSearcher, RecordEvaluations, SubnetTrial
+    from nasfleet.orchestrator.launch.ray_train import connect_ray
+    from nasfleet.orchestrator.evaluate.pool import shareable
+    from nasfleet.orchestrator.subnet_search.trial import ArchSearcher, RecordEvaluations, SubnetTrial
 
     connect_ray(ray_address)
     weights, data = shareable(trained)

@@ -12,10 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.evaluate import load_trained
-from nasfleet.orchestrator.pareto_report import COST_LABELS, FrontMember, format_cost
-from nasfleet.orchestrator.search import SCHEDULERS, SearchOutcome, run_search, search_settings
-from nasfleet.strategies.search import COST_NAMES, SEARCHERS
+from nasfleet.orchestrator.evaluate.subnets import load_trained
+from nasfleet.orchestrator.subnet_search.pareto_report import COST_LABELS, FrontMember, format_cost
+from nasfleet.orchestrator.subnet_search.experiment import SCHEDULERS, SearchOutcome, run_search, search_settings
+from nasfleet.strategies.searchers import COST_NAMES, SEARCHERS
 
 console = Console()
 

@@ -20,8 +20,8 @@ from rich.table import Table
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import load_config
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate import load_trained
-from nasfleet.orchestrator.trainer import space_for_data
+from nasfleet.orchestrator.evaluate.subnets import load_trained
+from nasfleet.orchestrator.train.trainer import space_for_data
 from nasfleet.supernet import LatencyCheck, LatencyTable, SearchSpace, build_latency_table, mean_relative_error, table_error
 from nasfleet.supernet.latency import DEFAULT_REPEATS
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.search import pareto_mask
+from nasfleet.strategies.searchers import pareto_mask
 from nasfleet.supernet import Arch, arch_from_json, arch_to_dict, arch_from_dict
 
 PARETO_JSON = "pareto.json"

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from nasfleet.orchestrator.config import OptimConfig, TrainConfig, dump_config
 from nasfleet.orchestrator.data import BatchStream, DataSplits, load_data
 from nasfleet.orchestrator.metrics import TrainingMetrics

@@ -33,11 +33,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict, dump_config
-from nasfleet.orchestrator.distributed import connect_ray
-from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch
-from nasfleet.orchestrator.trainer import CONFIG_FILE, METRICS_FILE, TrainingRun, lr_factor, train
+from nasfleet.orchestrator.launch.ray_train import connect_ray
+from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch
+from nasfleet.orchestrator.train.trainer import CONFIG_FILE, METRICS_FILE, TrainingRun, lr_factor, train
 from nasfleet.strategies.registry import STRATEGIES
 
 TUNE_FOLDER = "tune"

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from nasfleet.orchestrator.config import TrainConfig
 from nasfleet.orchestrator.data import BatchStream, DataSplits, ImageSet, iterate_batches, load_data
-from nasfleet.orchestrator.evaluate import EVAL_BATCH_SIZE
-from nasfleet.orchestrator.results_store import ParquetLog
-from nasfleet.orchestrator.trainer import sgd_with_schedule, space_for_data
+from nasfleet.orchestrator.evaluate.subnets import EVAL_BATCH_SIZE
+from nasfleet.orchestrator.results.store import ParquetLog
+from nasfleet.orchestrator.train.trainer import sgd_with_schedule, space_for_data
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_json
 
 # Bump when the stand-alone recipe or what a row holds changes, so old cache rows stop matching.

@@ -10,8 +10,8 @@ when accuracies tie), each τ with a bootstrap interval over test images; and on
 nested sub-models (SortedNet's), where the question is how many keep ≥ 96% of the largest
 member's accuracy.
 
-The statistics are in :mod:`nasfleet.orchestrator.ranking_stats`; the tables, plot and page in
-:mod:`nasfleet.orchestrator.strategy_report`.
+The statistics are in :mod:`nasfleet.research.ranking_stats`; the tables, plot and page in
+:mod:`nasfleet.research.report`.
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from typing import Any
 import numpy as np
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
-from nasfleet.orchestrator.ranking_stats import Interval, bootstrap_indices, rank_correlations, ranking_statistics
-from nasfleet.orchestrator.standalone import (
+from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, load_trained
+from nasfleet.research.ranking_stats import Interval, bootstrap_indices, rank_correlations, ranking_statistics
+from nasfleet.research.standalone import (
     ImageScores,
     StandaloneCache,
     StandaloneResult,
     score_images,
     standalone_results,
 )
-from nasfleet.orchestrator.trainer import CONFIG_FILE, METRICS_FILE, space_for_data, train
+from nasfleet.orchestrator.train.trainer import CONFIG_FILE, METRICS_FILE, space_for_data, train
 from nasfleet.strategies import build_strategy
 from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.strategies.sorted import SortedStrategy
@@ -231,7 +231,7 @@ def _subnets_per_step(run_dir: Path) -> float:
 def score_subnet(trained: TrainedSupernet, arch: Arch, splits: Sequence[str]) -> dict[str, ImageScores]:
     """Per-image scores of one subnet of ``trained`` by split, after recalibrating batch norm for it.
 
-    The same recalibration and forward pass as :func:`nasfleet.orchestrator.evaluate.evaluate_arch`
+    The same recalibration and forward pass as :func:`nasfleet.orchestrator.evaluate.subnets.evaluate_arch`
     (so the accuracies agree), keeping each image's outcome and cross-entropy as well.
     """
     trained.space.validate(arch)
@@ -416,7 +416,7 @@ def compare_strategies(
     ``seed`` and shared by all strategies. Every input is checked before anything trains.
     """
     # Imported here, not at the top: the report module imports this one for the data classes.
-    from nasfleet.orchestrator.strategy_report import write_comparison
+    from nasfleet.research.report import write_comparison
 
     _validate(strategies, steps, num_subnets, nested_submodels, bootstrap_resamples)
     overrides = strategy_overrides or {}

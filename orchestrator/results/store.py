@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from nasfleet.orchestrator.evaluate import SubnetResult
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult
 from nasfleet.orchestrator.storage import join, resolve_storage, write_parquet_atomically
 from nasfleet.supernet import Arch, arch_to_json
 

@@ -19,17 +19,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.bench_cli import bench_app
+from nasfleet.research.cli import bench_app
 from nasfleet.orchestrator.comm_prediction import CommSource
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict, load_config
-from nasfleet.orchestrator.evaluate import SubnetResult, evaluate_arch, evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.distributed import DistributedOptions
-from nasfleet.orchestrator.jobs import JobOutcome, ProcessGroupLaunch, run_training_job
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult, evaluate_arch, evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.launch.ray_train import DistributedOptions
+from nasfleet.orchestrator.launch.job import JobOutcome, ProcessGroupLaunch, run_training_job
 from nasfleet.orchestrator.metrics import prometheus_metrics
-from nasfleet.orchestrator.pareto_report import front_member
-from nasfleet.orchestrator.profile_cli import profile
-from nasfleet.orchestrator.search import SETTINGS_FILE, run_search, search_folder, search_settings
-from nasfleet.orchestrator.search_cli import key_values, print_front, search
+from nasfleet.orchestrator.subnet_search.pareto_report import front_member
+from nasfleet.orchestrator.cli.profile import profile
+from nasfleet.orchestrator.subnet_search.experiment import SETTINGS_FILE, run_search, search_folder, search_settings
+from nasfleet.orchestrator.cli.search import key_values, print_front, search
 from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.orchestrator.storage import has_checkpoint
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_dict, extract, recalibrate_batchnorm, save_subnet
@@ -139,7 +139,7 @@ def _train_tuned(
     cfg: TrainConfig, scheduler: str, population: int, interval: Optional[int], ray_address: Optional[str]
 ) -> None:
     """``train --tune``: a population of single-process trainings; the winner becomes the run."""
-    from nasfleet.orchestrator.tune_training import tune_training
+    from nasfleet.orchestrator.tuning.population import tune_training
 
     outcome = tune_training(cfg, scheduler, population, interval, ray_address)  # type: ignore[arg-type]
     table = Table(title=f"{scheduler.upper()}: {len(outcome.trials)} trials, {cfg.optim.steps} steps each")

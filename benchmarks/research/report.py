@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from nasfleet.orchestrator.ranking_stats import (
+from nasfleet.research.ranking_stats import (
     CONFIDENCE,
     METRICS,
     Interval,
@@ -25,9 +25,9 @@ from nasfleet.orchestrator.ranking_stats import (
     resampled_means,
     resolved_pairs,
 )
-from nasfleet.orchestrator.standalone import ImageScores
+from nasfleet.research.standalone import ImageScores
 from nasfleet.orchestrator.storage import resolve_storage, write_parquet_atomically
-from nasfleet.orchestrator.strategy_comparison import NESTED_KEEP, POOL_SIZE, StrategyComparison, StrategySummary
+from nasfleet.research.comparison import NESTED_KEEP, POOL_SIZE, StrategyComparison, StrategySummary
 
 EVALUATIONS_FILE = "strategies_evaluations.parquet"
 SUMMARY_FILE = "strategies_summary.parquet"

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE, load_checkpoint
 from nasfleet.orchestrator.config import TrainConfig, config_from_dict
 from nasfleet.orchestrator.storage import SUPERNET_FILE, is_uri, join, latest_checkpoint, read_bytes
 from nasfleet.orchestrator.data import BatchStream, DataSplits, ImageSet, iterate_batches, load_data
-from nasfleet.orchestrator.trainer import space_for_data, supernet_for
+from nasfleet.orchestrator.train.trainer import space_for_data, supernet_for
 from nasfleet.supernet import Arch, SearchSpace, calibrated_batchnorm
 
 EVAL_BATCH_SIZE = 512

@@ -1,0 +1,3 @@
+from nasfleet.orchestrator.cli.app import main
+
+main()
