@@ -2,7 +2,7 @@
 
 Each subnet: BN recalibration on the demo's calibration batches, then accuracy on the
 validation split. Trains the demo supernet for 200 steps into runs/bench-evalpool first
-if that run does not exist.
+if that run is not there (or finishes it, if it stopped early).
 
 The control: the same evaluations in 1 and 2 plain OS processes (no Ray; each process
 loads its own copy of the run). Its 2-over-1 ratio is how much parallelism the machine
@@ -27,11 +27,12 @@ import ray
 import torch
 
 from _common import write_results
-from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
-from nasfleet.orchestrator.cli.app import _with_overrides, demo_config
+from nasfleet.orchestrator.cli.common import demo_config
+from nasfleet.orchestrator.config import with_overrides
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.evaluate.pool import EvaluationPool
-from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch, load_trained
-from nasfleet.orchestrator.train.trainer import train
+from nasfleet.orchestrator.launch import train_job
+from nasfleet.orchestrator.train import latest_checkpoint, read_meta
 from nasfleet.supernet import Arch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +43,11 @@ SIZES = (1, 2)
 
 
 def trained_demo() -> TrainedSupernet:
-    if not (RUN_DIR / CHECKPOINT_FILE).exists():
+    job = with_overrides(demo_config(), [f"run_dir={RUN_DIR}", f"optim.steps={TRAIN_STEPS}"])
+    checkpoint = latest_checkpoint(job.run_dir)
+    if checkpoint is None or read_meta(checkpoint).step < TRAIN_STEPS:
         print(f"training the demo supernet for {TRAIN_STEPS} steps into {RUN_DIR} ...", flush=True)
-        train(_with_overrides(demo_config(), RUN_DIR, TRAIN_STEPS), show_progress=False)
+        train_job(job, resume=checkpoint is not None)
     return load_trained(RUN_DIR)
 
 

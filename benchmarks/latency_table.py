@@ -19,8 +19,9 @@ import time
 import numpy as np
 
 from _common import write_results
-from nasfleet.orchestrator.cli.app import demo_config
-from nasfleet.supernet import build_latency_table, build_space, mean_relative_error, table_error
+from nasfleet.orchestrator.cli.common import demo_config
+from nasfleet.orchestrator.train import job_space
+from nasfleet.supernet import build_latency_table, mean_relative_error, table_error
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     args = parser.parse_args()
 
-    space = build_space(demo_config().space)
+    space = job_space(demo_config())
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.subnets)]
     runs = []

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from _common import write_results
-from nasfleet.orchestrator.cli.app import demo_config
+from nasfleet.orchestrator.cli.common import demo_config
 from nasfleet.orchestrator.config import config_from_dict
-from nasfleet.orchestrator.evaluate.subnets import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.train.trainer import train
+from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.launch import train_job
 
 
 def main() -> None:
@@ -41,14 +41,14 @@ def main() -> None:
         config = config_from_dict(
             {
                 **base.model_dump(),
-                "run_dir": run_dir,
+                "run_dir": str(run_dir),
                 "seed": seed,
                 "strategy": {"name": name, "params": params},
                 "optim": {**base.optim.model_dump(), "steps": steps},
             }
         )
         start = time.perf_counter()
-        train(config, show_progress=False)
+        train_job(config)
         wall_s = time.perf_counter() - start
         results = evaluate_standard_subnets(load_trained(run_dir), ("test",), random_subnets=3, seed=0)
         acc = {r.role: r.accuracy["test"] for r in results}

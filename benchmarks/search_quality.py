@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from _common import RESULTS, write_results
-from nasfleet.orchestrator.evaluate.subnets import evaluate_arch, load_trained
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.strategies.searchers import SEARCHERS, Evaluated, SearchProblem, build_searcher, hypervolume, pareto_mask
 from nasfleet.supernet import Arch, arch_from_json, arch_to_json
@@ -33,7 +33,7 @@ from nasfleet.supernet import Arch, arch_from_json, arch_to_json
 class CachedEvaluation:
     """Validation accuracy per subnet, computed once (evaluation is deterministic) and kept in Parquet."""
 
-    def __init__(self, trained, path: Path) -> None:
+    def __init__(self, trained: TrainedSupernet, path: Path) -> None:
         self.trained = trained
         self.path = path
         self.accuracy: dict[Arch, float] = {}

@@ -20,8 +20,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from _common import write_results
-from nasfleet.orchestrator.evaluate.subnets import load_trained
-from nasfleet.orchestrator.subnet_search.experiment import SCHEDULERS, run_search, search_folder, search_settings
+from nasfleet.orchestrator.evaluate import load_trained
+from nasfleet.orchestrator.subnet_search.experiment import (
+    EVALUATIONS_FOLDER,
+    SCHEDULERS,
+    run_search,
+    search_folder,
+    search_settings,
+)
 
 
 def main() -> None:
@@ -31,21 +37,23 @@ def main() -> None:
     parser.add_argument("--budget-fraction", type=float, default=0.4, help="MFLOPs bound as a fraction of the largest's")
     args = parser.parse_args()
 
-    trained = load_trained(args.run)
+    run = str(args.run)
+    trained = load_trained(run)
     limit = trained.space.flops(trained.space.largest()) / 1e6 * args.budget_fraction
     rows = []
     variants = [(scheduler, 2) for scheduler in SCHEDULERS] + [("asha", 3)]
     for scheduler, eta in variants:
         name = f"bench-{scheduler}-eta{eta}"
-        shutil.rmtree(search_folder(args.run, name), ignore_errors=True)
+        folder = Path(search_folder(run, name))  # a local run: the search folder is a path
+        shutil.rmtree(folder, ignore_errors=True)
         settings = search_settings(
             name=name, scheduler=scheduler, reduction_factor=eta, evaluations=args.evaluations,
             constraints=[f"mflops<={limit:.4f}"], chunks=4, concurrency=1, seed=0,
         )
         started = time.perf_counter()
-        run_search(trained, args.run, settings)
+        run_search(trained, run, settings)
         wall_s = time.perf_counter() - started
-        table = pq.read_table(search_folder(args.run, name) / "evaluations").to_pylist()
+        table = pq.read_table(folder / EVALUATIONS_FOLDER).to_pylist()
         complete = [r for r in table if r["complete"]]
         best = max(complete, key=lambda r: (r["accuracy"], -r["mflops"]))
         rows.append(

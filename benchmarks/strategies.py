@@ -1,10 +1,11 @@
 """Every registered training strategy on the demo task at one budget (same steps, same batches).
 
-Thin wrapper over ``nasfleet bench strategies``: the same comparison, plus the summary in
-benchmarks/results/strategies.{json,md}. Stand-alone trainings of the fixed subnet set are cached
-in benchmarks/results/standalone/, so a rerun (e.g. after a new strategy is registered) only
-trains the supernets; ``--reuse-runs`` also keeps finished supernet runs of the same job in
---workdir, so only evaluation is repeated. Writes docs/strategies.md and docs/img/strategies.png.
+The same comparison as ``nasfleet bench strategies``, plus the summary in
+benchmarks/results/strategies.{json,md}; unlike the command, this script writes the page into
+docs/: docs/strategies.md and docs/img/strategies.png. Stand-alone trainings of the fixed subnet
+set are cached in benchmarks/results/standalone/, so a rerun (e.g. after a new strategy is
+registered) only trains the supernets; ``--reuse-runs`` also keeps finished supernet runs of the
+same job in --workdir, so only evaluation is repeated.
 
     OMP_NUM_THREADS=1 python benchmarks/strategies.py [--steps 1200] [--strategies uniform,sandwich] [--reuse-runs]
 """
@@ -16,10 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from _common import RESULTS, write_results
-from nasfleet.research.cli import parse_strategies, run_strategy_bench
-from nasfleet.orchestrator.cli.app import demo_config
+from nasfleet.orchestrator.cli.common import demo_config
 from nasfleet.research.comparison import DEFAULT_SUBNETS
 from nasfleet.research.report import comparison_markdown
+from nasfleet.research.strategy_bench import parse_strategies, run_strategy_bench
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from _common import write_results
-from nasfleet.orchestrator.cli.app import demo_config
-from nasfleet.supernet import build_space, extract
+from nasfleet.orchestrator.cli.common import demo_config
+from nasfleet.orchestrator.data import data_shape
+from nasfleet.orchestrator.train import job_space
+from nasfleet.supernet import extract
 
 
 def time_once(step: Callable[[], None]) -> float:
@@ -35,13 +37,15 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    space = build_space(demo_config().space)
+    job = demo_config()
+    space = job_space(job)
+    shape = data_shape(job.data)
     supernet = space.build_supernet().train()
     rng = np.random.default_rng(0)
     candidates = sorted((space.sample(rng) for _ in range(301)), key=space.flops)
     subnets = {"smallest": space.smallest(), "median": candidates[150], "largest": space.largest()}
-    images = torch.randn(args.batch_size, 1, 8, 8)
-    labels = torch.randint(0, 10, (args.batch_size,))
+    images = torch.randn(args.batch_size, shape.in_channels, shape.image_size, shape.image_size)
+    labels = torch.randint(0, shape.num_classes, (args.batch_size,))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     rows = []

@@ -11,65 +11,81 @@ collective completion time at analytical or flow-level fidelity::
 and :func:`predict_dp_step_comm_time` turns a model size, a data-parallel degree and a
 ZeRO stage into seconds of gradient communication per training step.
 
-The package imports nothing from the ML side of nasfleet and runs on a laptop.
+The package imports nothing from the ML side of nasfleet and runs on a laptop. Its
+public names load on first use, so ``import nasfleet.comm.cli`` (the CLI and its
+``--help``) does not pay for numpy, scipy and pandas.
 """
 
-from nasfleet.comm.collectives import (
-    Collective,
-    Step,
-    algorithms_for,
-    build_collective,
-    collective_kinds,
-    from_steps,
-    place_ranks,
-)
-from nasfleet.comm.flowsim import FairShare, max_min_rates, simulate_step
-from nasfleet.comm.routing import Transfers, get_routing, route_step, routing_names
-from nasfleet.comm.simulate import SeedSummary, SimulationResult, simulate, simulate_over_seeds
-from nasfleet.comm.topology import FatTree, LeafSpine, LinkFailure, Topology, fat_tree_k, leaf_spine
-from nasfleet.comm.traffic import (
-    TrainingTraffic,
-    count_parameters,
-    predict_dp_step_comm_time,
-    training_comm_time,
-    training_traffic,
-)
-from nasfleet.comm.topology_config import load_topology_file, parse_topology_spec, resolve_topology, topology_from_dict
-from nasfleet.comm.units import parse_size_bytes
+from __future__ import annotations
 
-__all__ = [
-    "Collective",
-    "FairShare",
-    "FatTree",
-    "LeafSpine",
-    "LinkFailure",
-    "SeedSummary",
-    "SimulationResult",
-    "Step",
-    "Topology",
-    "TrainingTraffic",
-    "Transfers",
-    "algorithms_for",
-    "build_collective",
-    "collective_kinds",
-    "count_parameters",
-    "fat_tree_k",
-    "from_steps",
-    "get_routing",
-    "leaf_spine",
-    "load_topology_file",
-    "max_min_rates",
-    "parse_size_bytes",
-    "parse_topology_spec",
-    "place_ranks",
-    "predict_dp_step_comm_time",
-    "resolve_topology",
-    "route_step",
-    "routing_names",
-    "simulate",
-    "simulate_over_seeds",
-    "simulate_step",
-    "topology_from_dict",
-    "training_comm_time",
-    "training_traffic",
-]
+import importlib
+import sys
+from types import ModuleType
+
+# public name -> the module under nasfleet.comm that defines it
+_EXPORTS: dict[str, str] = {
+    "Collective": "collectives",
+    "Step": "collectives",
+    "algorithms_for": "collectives",
+    "build_collective": "collectives",
+    "collective_kinds": "collectives",
+    "from_steps": "collectives",
+    "place_ranks": "collectives",
+    "FairShare": "flowsim",
+    "max_min_rates": "flowsim",
+    "simulate_step": "flowsim",
+    "ROUTINGS": "routing",
+    "Routing": "routing",
+    "RoutingContext": "routing",
+    "Transfers": "routing",
+    "get_routing": "routing",
+    "route_step": "routing",
+    "routing_names": "routing",
+    "SeedSummary": "simulate",
+    "SimulationResult": "simulate",
+    "simulate": "simulate",
+    "simulate_over_seeds": "simulate",
+    "FatTree": "topology",
+    "LeafSpine": "topology",
+    "LinkFailure": "topology",
+    "Topology": "topology",
+    "fat_tree_k": "topology",
+    "leaf_spine": "topology",
+    "TrainingTraffic": "traffic",
+    "count_parameters": "traffic",
+    "predict_dp_step_comm_time": "traffic",
+    "training_comm_time": "traffic",
+    "training_traffic": "traffic",
+    "load_topology_file": "topology_config",
+    "parse_topology_spec": "topology_config",
+    "resolve_topology": "topology_config",
+    "topology_from_dict": "topology_config",
+    "parse_size_bytes": "units",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+class _Package(ModuleType):
+    """``nasfleet.comm`` itself: a public name imports its module the first time it is read."""
+
+    def __getattr__(self, name: str) -> object:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{self.__name__}.{module}"), name)
+        super().__setattr__(name, value)
+        return value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Importing a submodule binds it onto its package; the submodule nasfleet.comm.simulate
+        # must not hide the function simulate() (an eager __init__ rebound the name after it).
+        if name in _EXPORTS and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *_EXPORTS})
+
+
+sys.modules[__name__].__class__ = _Package

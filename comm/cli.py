@@ -1,23 +1,27 @@
-"""``nasfleet comm``: simulate, compare, sweep and calibrate from the command line."""
+"""``nasfleet comm``: simulate, compare, sweep and calibrate from the command line.
+
+Only typer, rich and pure-Python helpers load with this module, so ``--help`` answers
+without numpy, scipy or pandas; each command imports the simulator modules it runs.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nasfleet.comm.collectives import DEFAULT_PIPELINE_CHUNK_BYTES, build_collective
-from nasfleet.comm.simulate import SeedSummary, simulate_over_seeds
-from nasfleet.comm.sweep import ALL_ROUTINGS, Grid, load_sweep_file, run_grid, sweep_grid, write_parquet
-from nasfleet.comm.topology import Topology, with_host_gbps
-from nasfleet.comm.topology_config import resolve_topology
+from nasfleet.comm.defaults import ALL_ROUTINGS, DEFAULT_PIPELINE_CHUNK_BYTES
 from nasfleet.comm.units import format_bytes, format_seconds, parse_size_bytes, parse_size_list
+
+if TYPE_CHECKING:
+    from nasfleet.comm.sweep import Grid, GridRun
+    from nasfleet.comm.topology import Topology
 
 comm_app = typer.Typer(
     help="Simulate collective traffic (all-reduce, all-to-all, ...) on leaf-spine and fat-tree fabrics "
@@ -40,6 +44,7 @@ def _apply_calibration(topology: Topology, calibration: Optional[Path]) -> tuple
     if calibration is None:
         return topology, 0.0
     from nasfleet.comm.calibrate import load_calibration
+    from nasfleet.comm.topology import with_host_gbps
 
     fit = load_calibration(calibration)
     if fit.gbps < topology.gbps:  # β = 0 (bandwidth not resolved by the fit) leaves the NICs alone
@@ -87,6 +92,10 @@ def simulate(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Simulate one collective and print its completion time."""
+    from nasfleet.comm.collectives import build_collective
+    from nasfleet.comm.simulate import simulate_over_seeds
+    from nasfleet.comm.topology_config import resolve_topology
+
     started = time.perf_counter()
     topo, alpha_s = _apply_calibration(resolve_topology(topology), calibration)
     size_bytes = parse_size_bytes(size)
@@ -118,6 +127,9 @@ def compare(
     json_output: bool = typer.Option(False, "--json", help="Print the rows as a JSON list."),
 ) -> None:
     """Run every routing on the same workload; write a table, Parquet and PNG plots."""
+    from nasfleet.comm.sweep import Grid
+    from nasfleet.comm.topology_config import resolve_topology
+
     topo = resolve_topology(topology)
     grid = Grid(
         collective=collective,
@@ -144,6 +156,9 @@ def sweep(
     json_output: bool = typer.Option(False, "--json", help="Print the rows as a JSON list."),
 ) -> None:
     """Run a grid of simulations described in a YAML file; write Parquet and a PNG plot."""
+    from nasfleet.comm.sweep import load_sweep_file, sweep_grid
+    from nasfleet.comm.topology_config import resolve_topology
+
     spec = load_sweep_file(file)
     topo = resolve_topology(spec.topology)
     grid = sweep_grid(spec, topo)
@@ -157,7 +172,9 @@ def sweep(
     _console().print(f"wrote {out}/sweep.parquet and plots")
 
 
-def _run_with_progress(topo: Topology, grid: Grid, quiet: bool):
+def _run_with_progress(topo: Topology, grid: Grid, quiet: bool) -> GridRun:
+    from nasfleet.comm.sweep import run_grid
+
     total = len(grid.points())
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
@@ -167,8 +184,9 @@ def _run_with_progress(topo: Topology, grid: Grid, quiet: bool):
         return run_grid(topo, grid, on_point=lambda label: progress.update(task, advance=1, description=label))
 
 
-def _write_outputs(run, topo: Topology, directory: Path, stem: str) -> None:
+def _write_outputs(run: GridRun, topo: Topology, directory: Path, stem: str) -> None:
     from nasfleet.comm.plots import plot_cct, plot_link_heatmap
+    from nasfleet.comm.sweep import write_parquet
 
     write_parquet(run.frame, directory / f"{stem}.parquet")
     plot_cct(run.frame, directory / f"{stem}_cct.png", title=topo.name)
@@ -176,7 +194,7 @@ def _write_outputs(run, topo: Topology, directory: Path, stem: str) -> None:
     largest = run.frame["bytes"].max()
     rows = run.frame[run.frame["bytes"] == largest]
     worst = rows.loc[rows["completion_time_worst_s"].idxmax()]
-    summary: SeedSummary = run.summaries[(worst["algorithm"], int(largest), worst["routing"])]
+    summary = run.summaries[(worst["algorithm"], int(largest), worst["routing"])]
     slowest = max(summary.results, key=lambda r: r.completion_time_s)
     plot_link_heatmap(slowest, topo, directory / f"{stem}_links.png")
 

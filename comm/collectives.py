@@ -24,8 +24,7 @@ from typing import Callable
 import numpy as np
 
 from nasfleet.errors import NasfleetError
-
-DEFAULT_PIPELINE_CHUNK_BYTES = 1 << 20
+from nasfleet.comm.defaults import DEFAULT_PIPELINE_CHUNK_BYTES
 
 
 @dataclass(frozen=True)

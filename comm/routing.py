@@ -7,19 +7,25 @@ shortest paths, as ideal per-packet spraying does), one per subflow for ``ecmp``
 (transfers × links) matrix whose entries are the fraction of its bytes crossing each
 link; both simulators work from that matrix alone.
 
-Schedules are plug-ins in a small registry, chosen by name (:func:`get_routing`).
+Schedules are plug-ins in :data:`ROUTINGS`, chosen by name (:func:`get_routing`). A
+schedule registers with ``@ROUTINGS.register("name")`` above its class (called with no
+arguments to build it), or from another installed package under the entry-point group
+``nasfleet.routings``. A class that sets ``suffix_parameter`` also answers to ``name-K``
+for any integer K ≥ 1, built with that parameter set to K: ``ecmp-4`` is
+``HashedRouting(ways=4)``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from nasfleet.errors import NasfleetError
+from nasfleet.registry import Registry
 from nasfleet.comm.collectives import Step
 from nasfleet.comm.topology import PathSet, Topology
 
@@ -150,13 +156,20 @@ def flow_hash(src_rank: np.ndarray, dst_rank: np.ndarray, subflow: np.ndarray, s
 
 
 class Routing(Protocol):
-    """A routing/transport schedule: turns one step's flows into transfers."""
+    """A routing/transport schedule: turns one step's flows into transfers.
+
+    ``name`` is what results report as the routing (the name it is looked up by).
+    """
 
     name: str
 
     def route(self, ctx: RoutingContext, seed: int) -> Transfers: ...
 
 
+ROUTINGS: Registry[Callable[..., Routing]] = Registry("routing", "nasfleet.routings")
+
+
+@ROUTINGS.register("ecmp")
 @dataclass(frozen=True)
 class HashedRouting:
     """ECMP: every flow split into ``ways`` equal subflows, each hashed onto one path.
@@ -164,6 +177,7 @@ class HashedRouting:
     ``ways == 1`` is plain per-flow ECMP; ``ways > 1`` is MP-RDMA-style ECMP-k.
     """
 
+    suffix_parameter: ClassVar[str] = "ways"  # ecmp-K is ECMP-k with K ways
     ways: int = 1
 
     @property
@@ -178,6 +192,7 @@ class HashedRouting:
         return ctx.single_path_transfers(flow, path_row, ctx.size_bytes[flow] / self.ways)
 
 
+@ROUTINGS.register("spray")
 @dataclass(frozen=True)
 class SprayRouting:
     """Ideal per-packet spraying: each flow's bytes split evenly over all its paths (fluid)."""
@@ -204,6 +219,7 @@ class SprayRouting:
         return Transfers(flows, ctx.size_bytes.copy(), latency, incidence, ctx.num_flows, np.ones(ctx.num_flows))
 
 
+@ROUTINGS.register("split")
 @dataclass(frozen=True)
 class SplitRouting:
     """Application-layer splitting onto single paths with the fewest subflows.
@@ -235,28 +251,35 @@ class SplitRouting:
         return ctx.single_path_transfers(flow, path_row, ctx.size_bytes[flow] / ways[flow_sorted])
 
 
-_ECMP_K = re.compile(r"^ecmp-(\d+)$")
-_NAMED: dict[str, Callable[[], Routing]] = {
-    "ecmp": lambda: HashedRouting(1),
-    "spray": SprayRouting,
-    "split": SplitRouting,
-}
+_SUFFIXED = re.compile(r"^(?P<base>.+)-(?P<k>\d+)$")
 
 
 def routing_names() -> list[str]:
-    """Registered names (``ecmp-K`` is accepted for any integer K ≥ 1 as well)."""
-    return [*_NAMED, "ecmp-K"]
+    """Registered names; ``name-K`` after each routing that takes a suffix (``ecmp``, ``ecmp-K``)."""
+    names: list[str] = []
+    for name, factory in ROUTINGS.items():
+        names.append(name)
+        if getattr(factory, "suffix_parameter", None):
+            names.append(f"{name}-K")
+    return names
 
 
 def get_routing(name: str) -> Routing:
-    """The schedule registered as ``name``: ``ecmp``, ``spray``, ``split`` or ``ecmp-K``."""
-    key = name.strip().lower()
-    if key in _NAMED:
-        return _NAMED[key]()
-    match = _ECMP_K.match(key)
-    if match and int(match.group(1)) >= 1:
-        return HashedRouting(int(match.group(1)))
-    raise NasfleetError(f"unknown routing {name!r}: choose ecmp, spray, split or ecmp-K (e.g. ecmp-4)")
+    """The schedule registered as ``name`` (case-insensitive), e.g. ``ecmp``, ``spray``, ``split``
+    or ``ecmp-K``; an unknown name is one :class:`NasfleetError` listing the known ones."""
+    key = name.strip()
+    for candidate in (key, key.lower()):
+        if candidate in ROUTINGS:
+            return ROUTINGS.get(candidate)()
+        match = _SUFFIXED.match(candidate)
+        if match and match["base"] in ROUTINGS and int(match["k"]) >= 1:
+            factory = ROUTINGS.get(match["base"])
+            parameter = getattr(factory, "suffix_parameter", None)
+            if parameter:
+                return factory(**{parameter: int(match["k"])})
+    known = routing_names()
+    suffix_hint = "; K is an integer >= 1" if any(n.endswith("-K") for n in known) else ""
+    raise NasfleetError(f"unknown routing {name!r} (known: {', '.join(known)}{suffix_hint})")
 
 
 def is_hashed(name: str) -> bool:

@@ -16,13 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from nasfleet.errors import NasfleetError
-from nasfleet.comm.collectives import DEFAULT_PIPELINE_CHUNK_BYTES, build_collective
+from nasfleet.comm.collectives import build_collective
+from nasfleet.comm.defaults import DEFAULT_PIPELINE_CHUNK_BYTES
 from nasfleet.comm.routing import get_routing
 from nasfleet.comm.simulate import SeedSummary, simulate_over_seeds
 from nasfleet.comm.topology import Topology
 from nasfleet.comm.units import parse_size_bytes
-
-ALL_ROUTINGS = ("ecmp", "ecmp-2", "ecmp-4", "ecmp-8", "spray", "split")
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,14 @@ Two sources, whichever the user gives: an α–β fit measured on this machine o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from nasfleet.comm import predict_dp_step_comm_time, resolve_topology
 from nasfleet.comm.calibrate import load_calibration
-from nasfleet.orchestrator.config import TrainConfig
-from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.train.trainer import space_for_data, supernet_for
+from nasfleet.orchestrator.config import CommConfig, JobConfig
+from nasfleet.orchestrator.train.setup import job_strategy
 
 DEEPSPEED_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements, not bytes)
-
-
-@dataclass(frozen=True)
-class CommSource:
-    """Where a prediction comes from: a calibration file, or a topology spec/file (or neither)."""
-
-    calibration: Path | None = None
-    topology: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +29,7 @@ def gradient_dtype_bytes(deepspeed_config: dict[str, Any]) -> int:
 
 
 def predict_step_allreduce(
-    num_params: int, world_size: int, deepspeed_config: dict[str, Any], source: CommSource
+    num_params: int, world_size: int, deepspeed_config: dict[str, Any], source: CommConfig
 ) -> CommPrediction | None:
     """Seconds of gradient all-reduce per optimizer step, or None without a source."""
     dtype_bytes = gradient_dtype_bytes(deepspeed_config)
@@ -61,12 +51,10 @@ def predict_step_allreduce(
     return None
 
 
-def predict_for_job(
-    config: TrainConfig, world_size: int, deepspeed_config: dict[str, Any], source: CommSource
-) -> CommPrediction | None:
-    """The prediction for this job's model (its full gradient is all-reduced every step)."""
+def predict_for_job(job: JobConfig, world_size: int) -> CommPrediction | None:
+    """The prediction for this job's model (its full gradient is all-reduced every step), or None without a source."""
+    source = job.launch.comm
     if source.calibration is None and source.topology is None:
         return None
-    space = space_for_data(config, load_data(config.data))
-    num_params = sum(p.numel() for p in supernet_for(config, space).parameters())  # few-shot: every copy
-    return predict_step_allreduce(num_params, world_size, deepspeed_config, source)
+    num_params = sum(p.numel() for p in job_strategy(job).build_model().parameters())  # few-shot: every copy
+    return predict_step_allreduce(num_params, world_size, job.launch.deepspeed, source)

@@ -1,25 +1,52 @@
-"""The job config: one YAML file validated once into typed models, then passed down."""
+"""The job config: one YAML file validated once into typed models, then passed down.
+
+A :class:`JobConfig` describes a whole training job — what to train (space, strategy,
+data, optimizer, evaluation) and how to run it (``launch``: in this process, on Ray Train
+workers, or as ranks of an ``mpiexec``/``torchrun`` job, with its DeepSpeed settings
+inlined). The ``config.yaml`` a run writes is this model, so ``nasfleet train --config
+RUN/config.yaml`` re-runs the same job, distributed runs included. Command-line flags are
+shortcuts for dotted overrides (``--set optim.steps=300``), applied before validation.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from nasfleet.errors import NasfleetError
-from nasfleet.supernet import MBConvSpaceConfig, SpaceConfig
+from nasfleet.registry import import_plugins
+from nasfleet.supernet import MBConvSpaceConfig, space_config_from_dict
+from nasfleet.supernet.registry import SHAPE_FIELDS
+
+DEFAULT_DEEPSPEED: dict[str, Any] = {"zero_optimization": {"stage": 0}}
+"""ZeRO stage 0 in fp32: the CPU-friendly default (``cluster_configs/deepspeed/zero0_cpu.json`` spelled out)."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
-    dataset: Literal["digits", "mnist"] = "digits"
+    dataset: str = "digits"
+    """A registered data set (``nasfleet.orchestrator.data.DATASETS``): ``digits``, ``mnist``, or a plug-in's."""
     path: Path | None = None
-    """Folder with the MNIST IDX files (``train-images-idx3-ubyte[.gz]`` ...); for ``mnist`` only."""
+    """Folder with the data set's files (``mnist``: the IDX files ``train-images-idx3-ubyte[.gz]`` ...)."""
     batch_size: PositiveInt = 64
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -44,41 +71,178 @@ class EvalConfig(_Strict):
     random_subnets: NonNegativeInt = 3
 
 
-class TrainConfig(_Strict):
-    run_dir: Path = Path("runs/demo")
+class CommConfig(_Strict):
+    """Where to predict the gradient all-reduce from, logged beside the measured time (either or neither)."""
+
+    calibration: Path | None = None
+    """An α–β fit written by ``nasfleet comm calibrate``."""
+    topology: str | None = None
+    """A fabric spec or topology YAML simulated at flow level (see docs/comm.md)."""
+
+
+LaunchKind = Literal["local", "ray", "mpi", "torchrun"]
+
+
+class LaunchConfig(_Strict):
+    """How the job runs. ``local`` trains in this process; the others are data parallel under DeepSpeed."""
+
+    kind: LaunchKind = "local"
+    workers: PositiveInt = 2
+    """``ray``: Ray Train workers, one data-parallel rank each (mpi/torchrun take the count from the launcher)."""
+    deepspeed: dict[str, Any] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_DEEPSPEED.items()})
+    """DeepSpeed settings (a ``--deepspeed FILE`` is read into this, so the run's config.yaml holds them)."""
+    ray_address: str | None = None
+    """The Ray cluster to join; default ``$RAY_ADDRESS``, else a local cluster on loopback."""
+    max_failures: NonNegativeInt = 3
+    """``ray``: worker-group restarts from the last checkpoint before the run fails."""
+    gpu: bool = False
+    """One GPU per rank and NCCL; otherwise CPUs and gloo."""
+    threads: PositiveInt = 1
+    """torch intra-op threads per process. Results depend on it, so it is recorded and resume checks it."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve Prometheus metrics on 127.0.0.1:PORT (``ray``: the local cluster's metrics-export port)."""
+    comm: CommConfig = Field(default_factory=CommConfig)
+
+    @property
+    def distributed(self) -> bool:
+        return self.kind != "local"
+
+
+class JobConfig(_Strict):
+    run_dir: str = "runs/demo"
+    """The run's folder: a local path or a storage URI (``s3://bucket/runs/x``, ``gs://``, ``file://``)."""
     seed: int = 0
-    space: SpaceConfig = Field(default_factory=MBConvSpaceConfig)
+    space: BaseModel = Field(default_factory=MBConvSpaceConfig)
+    """Validated into the config model of the registered space its ``name`` selects."""
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
     checkpoint_every_steps: PositiveInt = 200
     log_every_steps: PositiveInt = 25
+    imports: list[str] = Field(default_factory=list)
+    """Modules imported before anything is looked up by name: plug-ins registering strategies, spaces, data sets."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins_first(cls, data: Any) -> Any:
+        """Plug-ins named in ``imports:`` must be registered before ``space`` (or anything) is looked up."""
+        if isinstance(data, dict) and isinstance(data.get("imports"), list):
+            import_plugins([str(module) for module in data["imports"]])
+        return data
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _registered_space(cls, value: Any) -> BaseModel:
+        try:
+            return space_config_from_dict(value)
+        except NasfleetError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_serializer("space")
+    def _space_without_unset_shape(self, space: BaseModel, info: SerializationInfo) -> dict[str, Any]:
+        """Shape fields left to the data set stay unset in a dump, so reloading it does not pin them."""
+        unset = {name for name in SHAPE_FIELDS if name not in space.model_fields_set}
+        return space.model_dump(mode=info.mode, exclude=unset)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _non_empty(cls, run_dir: str) -> str:
+        if not run_dir.strip():
+            raise ValueError("run_dir is empty")
+        return run_dir
+
+    @property
+    def run_name(self) -> str:
+        """The run folder's last component: what results and Ray Train call the run."""
+        return self.run_dir.rstrip("/").rsplit("/", 1)[-1]
 
 
-def config_from_dict(data: Any, source: str = "config") -> TrainConfig:
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
+def config_from_dict(data: Any, source: str = "config") -> JobConfig:
     if not isinstance(data, dict):
         raise NasfleetError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return TrainConfig.model_validate(data)
+        return JobConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise NasfleetError(f"{source}: {where}: {err['msg']}") from None
+        raise NasfleetError(f"{source}: {_first_error(exc)}") from None
 
 
-def load_config(path: Path) -> TrainConfig:
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML (or JSON) file's content; a missing, unreadable, non-UTF-8 or malformed file is one NasfleetError."""
     if not path.is_file():
-        raise NasfleetError(f"config file {path} does not exist")
+        raise NasfleetError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise NasfleetError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise NasfleetError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
-        raise NasfleetError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise NasfleetError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> JobConfig:
+    """The job in ``path`` with dotted ``overrides`` (``["optim.steps=300", ...]``) applied."""
+    data = read_yaml(path, "config file")
+    if overrides:
+        if not isinstance(data, dict):
+            raise NasfleetError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+        data = apply_overrides(data, overrides)
     return config_from_dict(data, str(path))
 
 
-def dump_config(config: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+def with_overrides(config: JobConfig, overrides: list[str], source: str = "command line") -> JobConfig:
+    """``config`` with dotted overrides applied and validated again."""
+    if not overrides:
+        return config
+    return config_from_dict(apply_overrides(config.model_dump(mode="json"), overrides), f"config with {source} overrides")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` paths in a plain config dict; values are parsed as YAML (numbers, lists, null)."""
+    result = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise NasfleetError(f"--set {item!r} is not KEY.PATH=VALUE (e.g. optim.steps=300)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, float) and not math.isfinite(value):
+            raise NasfleetError(f"--set {item!r}: the value must be a finite number")
+        target = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = target.get(part)
+            if child is None:
+                child = target[part] = {}
+            if not isinstance(child, dict):
+                raise NasfleetError(f"--set {item!r}: {part!r} is not a section")
+            target = child
+        target[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def config_yaml(config: JobConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

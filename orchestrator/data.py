@@ -1,4 +1,4 @@
-"""Image data: the bundled digits set (offline), MNIST IDX files behind a path, and batching.
+"""Image data sets by name (the bundled digits set, MNIST IDX files behind a path, plug-ins), and batching.
 
 Batches are a pure function of ``(seed, step)``: the permutation for an epoch is drawn
 from a generator seeded by the epoch number, so a resumed run sees exactly the batches
@@ -10,6 +10,7 @@ of its checkpointed state, so batches stay a pure function of ``(seed, step, ran
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,7 @@ import torch
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import DataConfig
+from nasfleet.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,72 @@ class DataSplits:
         return getattr(self, name)
 
 
-def load_data(config: DataConfig) -> DataSplits:
-    if config.dataset == "digits":
-        images, labels = _load_digits()
-        return _split_and_normalise(images, labels, None, None, config)
+@dataclass(frozen=True)
+class DataShape:
+    """What a search space must know about the images before any is loaded."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A data set plug-in: its image shape (known without loading) and how to load its splits.
+
+    ``check`` validates the config cheaply (e.g. that ``data.path`` holds the files) so a job
+    can be refused on the driver before any worker starts; ``load`` returns the splits.
+    """
+
+    shape: DataShape
+    load: Callable[[DataConfig], DataSplits]
+    check: Callable[[DataConfig], None] = lambda config: None
+
+
+DATASETS: Registry[DatasetSpec] = Registry("data set", "nasfleet.datasets")
+
+
+def _load_digits_splits(config: DataConfig) -> DataSplits:
+    images, labels = _load_digits()
+    return _split_and_normalise(images, labels, None, None, config)
+
+
+def _check_idx_folder(config: DataConfig) -> None:
     if config.path is None:
-        raise NasfleetError("data.path is required for dataset 'mnist' (a folder with the IDX files)")
+        raise NasfleetError(f"data.path is required for dataset {config.dataset!r} (a folder with the IDX files)")
+    if not config.path.is_dir():
+        raise NasfleetError(f"data path {config.path} does not exist or is not a folder")
+    for stem in IDX_STEMS:
+        _find(config.path, stem)
+
+
+def _load_idx_splits(config: DataConfig) -> DataSplits:
+    _check_idx_folder(config)
+    assert config.path is not None
     train_x, train_y, test_x, test_y = load_mnist_idx(config.path)
     return _split_and_normalise(train_x, train_y, test_x, test_y, config)
+
+
+DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits))
+DATASETS.add("mnist", DatasetSpec(DataShape(1, 28, 10), _load_idx_splits, _check_idx_folder))
+
+
+def data_shape(config: DataConfig) -> DataShape:
+    return DATASETS.get(config.dataset).shape
+
+
+def check_data(config: DataConfig) -> None:
+    """Refuse a data config that cannot load (unknown set, missing files) without loading it."""
+    DATASETS.get(config.dataset).check(config)
+
+
+def load_data(config: DataConfig) -> DataSplits:
+    splits = DATASETS.get(config.dataset).load(config)
+    expected = data_shape(config)
+    got = DataShape(splits.in_channels, splits.image_size, splits.num_classes)
+    if got != expected:
+        raise NasfleetError(f"data set {config.dataset!r} loaded as {got}, but it declares {expected}")
+    return splits
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +147,9 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(tuple(dims))
 
 
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
 def _find(folder: Path, stem: str) -> Path:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
@@ -97,10 +160,7 @@ def _find(folder: Path, stem: str) -> Path:
 def load_mnist_idx(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if not folder.is_dir():
         raise NasfleetError(f"data path {folder} does not exist or is not a folder")
-    arrays = [
-        read_idx(_find(folder, stem))
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    ]
+    arrays = [read_idx(_find(folder, stem)) for stem in IDX_STEMS]
     train_x, train_y, test_x, test_y = arrays
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise NasfleetError(f"{folder}: image and label counts differ")

@@ -1,11 +1,16 @@
-"""Where runs write: a local folder or any pyarrow filesystem URI (s3://, gs://, hdfs://...).
+"""Where runs live: a local folder or any pyarrow filesystem URI (s3://, gs://, hdfs://, file://).
 
 Multi-node runs need storage every node can reach; a head-local path only works on one
-machine. Everything that writes run output goes through these helpers so it works on both.
+machine. Everything that reads or writes run files goes through these helpers, so every
+command works on both. Writes are atomic where the filesystem allows it (local: a hidden
+temporary name, then a rename); object stores make a whole object visible at once anyway.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -14,12 +19,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
-
-# A distributed run folder holds Ray Train checkpoints named by step; rank 0 puts a plain
-# copy of the supernet weights and the job config in each, for evaluation and export.
-CHECKPOINT_PREFIX = "checkpoint_"
-SUPERNET_FILE = "supernet.pt"
 
 
 def is_uri(location: str | Path) -> bool:
@@ -38,7 +37,141 @@ def resolve_storage(location: str | Path) -> tuple[pafs.FileSystem, str]:
 
 
 def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
+    """``base/part/...`` for paths and URIs alike (a URI's query string stays at the end)."""
+    base = str(base)
+    head, sep, query = base.partition("?") if is_uri(base) else (base, "", "")
+    joined = "/".join([head.rstrip("/"), *parts])
+    return f"{joined}{sep}{query}"
+
+
+def basename(location: str) -> str:
+    return str(location).partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(location: str) -> str:
+    head, sep, query = str(location).partition("?") if is_uri(location) else (str(location), "", "")
+    return f"{head.rstrip('/').rsplit('/', 1)[0]}{sep}{query}"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A short reason for a user: ``No space left on device``, ``Read-only file system``..."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def storage_error(action: str, location: str, exc: OSError) -> NasfleetError:
+    hint = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "; free space and run again (with --resume for training)"
+    elif exc.errno == errno.EROFS:
+        hint = "; the run folder must be writable"
+    return NasfleetError(f"cannot {action} {location}: {describe_os_error(exc)}{hint}")
+
+
+def is_dir(location: str) -> bool:
+    fs, path = resolve_storage(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def is_file(location: str) -> bool:
+    fs, path = resolve_storage(location)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def list_dir(location: str) -> list[pafs.FileInfo]:
+    """The entries directly inside a folder (none when it does not exist)."""
+    fs, path = resolve_storage(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return fs.get_file_info(pafs.FileSelector(path))
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = resolve_storage(location)
+    try:
+        with fs.open_input_file(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise NasfleetError(f"{location} does not exist") from None
+    except OSError as exc:
+        raise storage_error("read", location, exc) from None
+
+
+def read_text(location: str) -> str:
+    data = read_bytes(location)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NasfleetError(f"{location} is not UTF-8 text (byte {exc.start})") from None
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a whole file so that readers see the old content or the new, never a part."""
+    fs, path = resolve_storage(location)
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        fs.create_dir(folder, recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            with fs.open_output_stream(path) as out:  # an object appears whole when the upload completes
+                out.write(data)
+    except OSError as exc:
+        if isinstance(fs, pafs.LocalFileSystem):
+            Path(tmp).unlink(missing_ok=True)
+        raise storage_error("write", location, exc) from None
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode("utf-8"))
+
+
+def make_dirs(location: str) -> None:
+    fs, path = resolve_storage(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        raise NasfleetError(f"{location} is a file, not a folder")
+    try:
+        fs.create_dir(path, recursive=True)
+    except OSError as exc:
+        raise storage_error("create", location, exc) from None
+
+
+def copy_folder(source: Path, destination: str) -> None:
+    """Copy a local folder's files to ``destination`` (a path or URI)."""
+    fs, path = resolve_storage(destination)
+    try:
+        if isinstance(fs, pafs.LocalFileSystem):
+            shutil.copytree(source, path, dirs_exist_ok=True)
+        else:
+            pafs.copy_files(str(source), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    except OSError as exc:
+        raise storage_error("write", destination, exc) from None
+
+
+def download_folder(source: str, destination: Path) -> None:
+    """Copy a folder at ``source`` (path or URI) to a local folder."""
+    fs, path = resolve_storage(source)
+    try:
+        pafs.copy_files(path, str(destination), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except OSError as exc:
+        raise storage_error("read", source, exc) from None
+
+
+def delete_folder(location: str) -> None:
+    fs, path = resolve_storage(location)
+    try:
+        fs.delete_dir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise storage_error("delete", location, exc) from None
 
 
 def write_parquet_atomically(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
@@ -60,29 +193,3 @@ def write_parquet_atomically(table: pa.Table, fs: pafs.FileSystem, path: str) ->
         except (FileNotFoundError, OSError):
             pass
         raise
-
-
-def latest_checkpoint(folder: str) -> str | None:
-    """The newest ``checkpoint_<step>`` folder in a run folder (local or URI), if any."""
-    fs, path = resolve_storage(folder)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return None
-    names = sorted(
-        info.base_name
-        for info in fs.get_file_info(pafs.FileSelector(path))
-        if info.type == pafs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX)
-    )
-    return join(folder, names[-1]) if names else None
-
-
-def read_bytes(location: str) -> bytes:
-    fs, path = resolve_storage(location)
-    with fs.open_input_file(path) as f:
-        return f.read()
-
-
-def has_checkpoint(folder: str) -> bool:
-    """Whether a run folder holds a single-process or a distributed checkpoint."""
-    if not is_uri(folder) and (Path(folder) / CHECKPOINT_FILE).exists():
-        return True
-    return latest_checkpoint(folder) is not None

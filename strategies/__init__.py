@@ -1,18 +1,31 @@
-"""How a supernet is trained: strategies behind one small interface, chosen by name."""
+"""How a supernet is trained: strategies behind one small interface, chosen by name.
 
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, soft_cross_entropy
+Importing this package registers the built-in strategies (each module's decorator runs).
+"""
+
+from nasfleet.strategies.base import (
+    FROM_LARGEST,
+    Distill,
+    StrategyParams,
+    SubnetTask,
+    TaskOutputs,
+    TrainingStrategy,
+    distillation_loss,
+    soft_cross_entropy,
+)
 from nasfleet.strategies.deps import DepsStrategy
 from nasfleet.strategies.fewshot import FewShotGMStrategy, FewShotSupernet
 from nasfleet.strategies.pada import PadaStrategy
 from nasfleet.strategies.progressive import ProgressiveStrategy
-from nasfleet.strategies.registry import STRATEGIES, build_strategy
+from nasfleet.strategies.registry import STRATEGIES, build_strategy, strategy_class
 from nasfleet.strategies.sandwich import SandwichStrategy
 from nasfleet.strategies.shift import ShiftStrategy
 from nasfleet.strategies.sorted import SortedStrategy
 from nasfleet.strategies.uniform import UniformStrategy
 
 __all__ = [
-    "STRATEGIES", "DepsStrategy", "FewShotGMStrategy", "FewShotSupernet", "PadaStrategy", "ProgressiveStrategy",
-    "SandwichStrategy", "ShiftStrategy", "SortedStrategy",
-    "StrategyParams", "SubnetTask", "TrainingStrategy", "UniformStrategy", "build_strategy", "soft_cross_entropy",
+    "FROM_LARGEST", "STRATEGIES", "DepsStrategy", "Distill", "FewShotGMStrategy", "FewShotSupernet", "PadaStrategy",
+    "ProgressiveStrategy", "SandwichStrategy", "ShiftStrategy", "SortedStrategy", "StrategyParams", "SubnetTask",
+    "TaskOutputs", "TrainingStrategy", "UniformStrategy", "build_strategy", "distillation_loss", "soft_cross_entropy",
+    "strategy_class",
 ]

@@ -1,10 +1,10 @@
 """The interface every supernet-training strategy implements.
 
 A strategy answers three questions and nothing else: which subnets run at this step
-(and against which target), how each subnet's loss is computed, and what it must
-remember across steps (its state goes into checkpoints). The trainer stays the same
-for every strategy: it runs the tasks in order, back-propagates each loss (so gradients
-accumulate over the step's subnets) and takes one optimizer step.
+(and what each learns from: labels, or an earlier task's outputs), how each subnet's loss
+is computed, and what it must remember across steps (its state goes into checkpoints).
+The trainer stays the same for every strategy: it runs the tasks in order, back-propagates
+each loss (so gradients accumulate over the step's subnets) and takes one optimizer step.
 
 Four optional hooks, no-ops by default, serve strategies that react to what training
 measures (the trainer calls them for every strategy and never asks which one runs):
@@ -19,7 +19,7 @@ lets a strategy choose how training examples are sampled (``BatchStream`` consul
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -33,19 +33,54 @@ from nasfleet.supernet import Arch, MBConvSpace, SearchSpace
 
 
 @dataclass(frozen=True)
+class Distill:
+    """What a task learns from an earlier task of the same step (its teacher), decided by the strategy.
+
+    ``target`` is the teacher's softened probabilities (``probs``, at ``temperature``: soft
+    cross-entropy scaled by T², as in Hinton et al.), its raw ``logits`` (mean squared error),
+    or ``features``: the strategy's :meth:`TrainingStrategy.loss` compares the captured
+    module outputs itself (the task and its teacher name them in ``capture``).
+    """
+
+    teacher: str
+    """The ``role`` of an earlier task in the step."""
+    target: Literal["probs", "logits", "features"] = "probs"
+    temperature: float = 1.0
+
+
+FROM_LARGEST = Distill(teacher="largest")
+"""In-place distillation from the step's largest subnet at temperature 1 (BigNAS)."""
+
+
+@dataclass(frozen=True)
 class SubnetTask:
     """One forward/backward pass of a step.
 
-    ``target`` is what the subnet learns from: the labels, or the soft outputs of the
-    step's teacher (the earlier task with ``teaches=True``). ``role`` names the subnet
-    for metrics ("largest", "smallest", "random").
+    A task learns from the labels, or from an earlier task's outputs (``distill``). ``role``
+    names the subnet for metrics ("largest", "smallest", "random") and for later tasks that
+    distil from it. ``capture`` names modules of the model whose outputs the trainer records
+    for this task (features for feature distillation); they reach :meth:`TrainingStrategy.loss`.
     """
 
     arch: Arch
     role: str
-    target: Literal["labels", "teacher"] = "labels"
-    teaches: bool = False
     weight: float = 1.0
+    distill: Distill | None = None
+    capture: tuple[str, ...] = ()
+
+
+@dataclass
+class TaskOutputs:
+    """What a forward pass produced: logits and the captured module outputs (by module name).
+
+    The trainer passes the current task's outputs with gradients, and earlier tasks' detached.
+    """
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def detached(self) -> TaskOutputs:
+        return TaskOutputs(self.logits.detach(), {k: v.detach() for k, v in self.features.items()})
 
 
 class StrategyParams(BaseModel):
@@ -73,16 +108,30 @@ class TrainingStrategy(ABC):
         """The subnets to run at ``step``, teachers before the tasks that learn from them."""
 
     def loss(
-        self, task: SubnetTask, logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None
+        self, task: SubnetTask, outputs: TaskOutputs, labels: torch.Tensor, earlier: dict[str, TaskOutputs]
     ) -> torch.Tensor:
-        if task.target == "teacher":
-            if teacher_probs is None:
-                raise RuntimeError(f"{self.name}: a task distils before any task teaches")
-            return soft_cross_entropy(logits, teacher_probs)
-        return F.cross_entropy(logits, labels, label_smoothing=self.params.label_smoothing)
+        """The task's training loss; ``earlier`` holds the step's earlier tasks' outputs by role (detached).
+
+        The default covers labels and logit/probability distillation; a strategy with another
+        objective (feature or attention distillation, a regulariser) overrides this.
+        """
+        if task.distill is None:
+            return F.cross_entropy(outputs.logits, labels, label_smoothing=self.params.label_smoothing)
+        teacher = earlier.get(task.distill.teacher)
+        if teacher is None:
+            raise RuntimeError(f"{self.name}: task {task.role!r} distils from {task.distill.teacher!r}, no earlier task")
+        return distillation_loss(outputs.logits, teacher.logits, task.distill)
 
     def after_step(self, step: int, losses: list[float]) -> None:
         """Hook for schedules and statistics; ``losses`` are the step's task losses in order."""
+
+    def build_model(self) -> nn.Module:
+        """The module this strategy trains, saves and evaluates: a fresh supernet, wrapped.
+
+        Everything that builds a model for a run (training, loading, evaluation actors) calls
+        this, so a strategy that trains something other than the plain supernet is loaded as it trained.
+        """
+        return self.wrap_model(self.space.build_supernet())
 
     def wrap_model(self, supernet: nn.Module) -> nn.Module:
         """The module to train and save, built around a fresh supernet (default: the supernet itself).
@@ -126,6 +175,18 @@ class TrainingStrategy(ABC):
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a soft target: in-place distillation's loss (BigNAS)."""
     return -(target_probs * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, distill: Distill) -> torch.Tensor:
+    """The student's loss against its teacher's logits, as ``distill`` asks."""
+    if distill.target == "logits":
+        return F.mse_loss(logits, teacher_logits)
+    if distill.target == "features":
+        raise RuntimeError("feature distillation compares captured outputs: the strategy's loss() must do it")
+    t = distill.temperature
+    probs = torch.softmax(teacher_logits / t, dim=-1)
+    # T² keeps the gradient scale independent of the temperature (Hinton et al., 2015).
+    return soft_cross_entropy(logits / t, probs) * (t * t)
 
 
 def require_mbconv(space: SearchSpace, strategy: str) -> MBConvSpace:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.base import FROM_LARGEST, StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.registry import STRATEGIES
 
 
 class DepsParams(StrategyParams):
@@ -21,6 +22,7 @@ class DepsParams(StrategyParams):
     label_smoothing: float = 0.1
 
 
+@STRATEGIES.register()
 class DepsStrategy(TrainingStrategy):
     """DεpS: full model alone until ``delay_fraction × total_steps``, then sandwich with ramped subnet LRs.
 
@@ -50,11 +52,11 @@ class DepsStrategy(TrainingStrategy):
             return [SubnetTask(self.space.largest(), role="largest")]
         weight = self.subnet_weight(step)
         tasks = [
-            SubnetTask(self.space.largest(), role="largest", teaches=True),
-            SubnetTask(self.space.smallest(), role="smallest", target="teacher", weight=weight),
+            SubnetTask(self.space.largest(), role="largest"),
+            SubnetTask(self.space.smallest(), role="smallest", distill=FROM_LARGEST, weight=weight),
         ]
         tasks += [
-            SubnetTask(self.space.sample_choices(rng), role="random", target="teacher", weight=weight)
+            SubnetTask(self.space.sample_choices(rng), role="random", distill=FROM_LARGEST, weight=weight)
             for _ in range(self.params.num_random)
         ]
         return tasks

@@ -21,6 +21,7 @@ from torch import nn
 
 from nasfleet.errors import NasfleetError
 from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, find_module, require_mbconv
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import Arch, SearchSpace
 from nasfleet.supernet.arch import BlockChoice, ConvArch, StageChoice
 from nasfleet.supernet.mbconv import MBConvSpace
@@ -155,6 +156,7 @@ def plan_split(gradients: Sequence[torch.Tensor], num_copies: int) -> SplitPlan:
     return SplitPlan(edge, tuple(int(a) for a in assignment), agreement)
 
 
+@STRATEGIES.register()
 class FewShotGMStrategy(TrainingStrategy):
     """Few-shot NAS with gradient matching: one-shot warm-up, then a split into sub-supernets.
 

@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, find_module, require_mbconv
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import SearchSpace
 from nasfleet.supernet.arch import BlockChoice, ConvArch, StageChoice
 from nasfleet.supernet.mbconv import MBConvSupernet
@@ -64,6 +65,7 @@ def _grad_norm(module: nn.Module) -> float | None:
     return float(torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads)).cpu())
 
 
+@STRATEGIES.register()
 class PadaStrategy(TrainingStrategy):
     """PA&DA: samples one path per step with op probabilities ∝ EMA of their gradient norms, and
     training examples (through ``BatchStream``) with probabilities ∝ EMA of their gradient norms.

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
-from nasfleet.strategies.base import require_mbconv, StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.base import FROM_LARGEST, require_mbconv, StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import SearchSpace
 from nasfleet.supernet.arch import BlockChoice, ConvArch, StageChoice
 
@@ -39,6 +40,7 @@ class ProgressiveParams(StrategyParams):
         return starts
 
 
+@STRATEGIES.register()
 class ProgressiveStrategy(TrainingStrategy):
     """OFA progressive shrinking: full → elastic kernel → elastic depth → elastic width/expand.
 
@@ -77,9 +79,9 @@ class ProgressiveStrategy(TrainingStrategy):
         unlocked = PHASES[self.phase(step)]
         if not unlocked:
             return [SubnetTask(self.space.largest(), role="largest")]
-        tasks = [SubnetTask(self.space.largest(), role="largest", teaches=True)]
+        tasks = [SubnetTask(self.space.largest(), role="largest")]
         tasks += [
-            SubnetTask(self.sample_unlocked(unlocked, rng), role="elastic", target="teacher")
+            SubnetTask(self.sample_unlocked(unlocked, rng), role="elastic", distill=FROM_LARGEST)
             for _ in range(self.params.num_random)
         ]
         return tasks

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import NonNegativeInt, PositiveFloat
 
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.base import FROM_LARGEST, StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.registry import STRATEGIES
 
 
 class SandwichParams(StrategyParams):
@@ -21,6 +22,7 @@ class SandwichParams(StrategyParams):
     a hyper-parameter ``nasfleet train --tune`` searches."""
 
 
+@STRATEGIES.register()
 class SandwichStrategy(TrainingStrategy):
     """BigNAS sandwich rule: largest on labels, then smallest and random subnets distilled from it.
 
@@ -33,11 +35,11 @@ class SandwichStrategy(TrainingStrategy):
 
     def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
         tasks = [
-            SubnetTask(self.space.largest(), role="largest", teaches=True),
-            SubnetTask(self.space.smallest(), role="smallest", target="teacher", weight=self.params.distill_weight),
+            SubnetTask(self.space.largest(), role="largest"),
+            SubnetTask(self.space.smallest(), role="smallest", distill=FROM_LARGEST, weight=self.params.distill_weight),
         ]
         tasks += [
-            SubnetTask(self.space.sample_choices(rng), role="random", target="teacher", weight=self.params.distill_weight)
+            SubnetTask(self.space.sample_choices(rng), role="random", distill=FROM_LARGEST, weight=self.params.distill_weight)
             for _ in range(self.params.num_random)
         ]
         return tasks

@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.base import FROM_LARGEST, StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import Arch, SearchSpace
 
 
@@ -40,6 +41,7 @@ class ShiftParams(StrategyParams):
         return prior
 
 
+@STRATEGIES.register()
 class ShiftStrategy(TrainingStrategy):
     """ShiftNAS: shifts subnet sampling toward the complexity bins whose loss is still falling.
 
@@ -117,11 +119,11 @@ class ShiftStrategy(TrainingStrategy):
     def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
         self.calibrate(rng)
         probs = self.bin_probabilities()
-        tasks = [SubnetTask(self.space.largest(), role="largest", teaches=True)]
+        tasks = [SubnetTask(self.space.largest(), role="largest")]
         self._planned_bins = [None]
         for _ in range(self.params.num_random):
             b = int(rng.choice(self.params.num_bins, p=probs))
-            tasks.append(SubnetTask(self.sample_with_complexity(rng, b), role=f"bin{b}", target="teacher"))
+            tasks.append(SubnetTask(self.sample_with_complexity(rng, b), role=f"bin{b}", distill=FROM_LARGEST))
             self._planned_bins.append(b)
         return tasks
 

@@ -15,6 +15,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from nasfleet.errors import NasfleetError
 from nasfleet.strategies.base import require_mbconv, StrategyParams, SubnetTask, TrainingStrategy
+from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import SearchSpace
 from nasfleet.supernet.arch import Arch, BlockChoice, ConvArch, StageChoice
 from nasfleet.supernet.mbconv import MBConvSpace
@@ -57,6 +58,7 @@ def _at_level(options: list[int], level: int, levels: int) -> int:
     return options[round(level * (len(options) - 1) / (levels - 1))]
 
 
+@STRATEGIES.register()
 class SortedStrategy(TrainingStrategy):
     """SortedNet: trains a sorted family of nested sub-models; :meth:`select_for_budget` picks one.
 

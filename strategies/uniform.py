@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from nasfleet.strategies.base import SubnetTask, TrainingStrategy
+from nasfleet.strategies.registry import STRATEGIES
 
 
+@STRATEGIES.register()
 class UniformStrategy(TrainingStrategy):
     """Single-path one-shot (SPOS): one subnet per step, every elastic choice drawn uniformly.
 

@@ -23,7 +23,7 @@ from nasfleet.supernet.latency import (
     table_error,
 )
 from nasfleet.supernet.mbconv import MBConvSpace, MBConvSpaceConfig, MBConvStageSpec
-from nasfleet.supernet.registry import SpaceConfig, build_space, space_from_dict
+from nasfleet.supernet.registry import SPACES, SpaceConfig, SpaceEntry, build_space, space_config_from_dict, space_for_shape, space_from_dict
 from nasfleet.supernet.space import SearchSpace
 from nasfleet.supernet.vit import ViTSpace, ViTSpaceConfig
 
@@ -31,7 +31,8 @@ __all__ = [
     "Arch", "BlockChoice", "ConvArch", "LayerChoice", "StageChoice", "TransformerArch",
     "arch_from_dict", "arch_from_json", "arch_to_dict", "arch_to_json",
     "calibrated_batchnorm", "recalibrate_batchnorm", "extract", "load_subnet", "save_subnet",
-    "MBConvSpace", "MBConvSpaceConfig", "MBConvStageSpec", "SpaceConfig", "build_space", "space_from_dict",
+    "MBConvSpace", "MBConvSpaceConfig", "MBConvStageSpec", "SPACES", "SpaceConfig", "SpaceEntry", "build_space", "space_config_from_dict", "space_for_shape",
+    "space_from_dict",
     "SearchSpace", "ViTSpace", "ViTSpaceConfig",
     "LatencyCheck", "LatencyTable", "build_latency_table", "mean_relative_error", "measure_latency_ms", "table_error",
 ]

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nasfleet.orchestrator.config import TrainConfig, config_from_dict
+from nasfleet.orchestrator.config import JobConfig, config_from_dict
+from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
+from nasfleet.orchestrator.launch import train_job
+from nasfleet.orchestrator.metrics import TrainingMetrics
 
 TINY_SPACE = {
     "name": "mbconv",
@@ -21,7 +24,7 @@ TINY_SPACE = {
 }
 
 
-def tiny_config(run_dir: Path, **overrides: object) -> TrainConfig:
+def tiny_config(run_dir: Path, **overrides: object) -> JobConfig:
     data: dict[str, object] = {
         "run_dir": str(run_dir),
         "seed": 3,
@@ -42,13 +45,25 @@ def ray_cluster() -> Iterator[str]:
     """A local Ray on loopback for one test module; yields its GCS address (for --ray-address)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False)
+    from nasfleet.orchestrator.launch.ray_cluster import init_loopback_ray
+
+    # Also sets the loopback settings in os.environ: the CLI processes that tests start with
+    # --ray-address 127.0.0.1:PORT need them to join (Ray would rewrite the address otherwise).
+    init_loopback_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
+def train(
+    config: JobConfig, resume: bool = False, until_step: int | None = None, metrics: TrainingMetrics | None = None
+) -> TrainedSupernet:
+    """Train ``config`` with its launcher (as ``nasfleet train`` does, without evaluating), then load the run."""
+    train_job(config, resume=resume, until_step=until_step, metrics=metrics)
+    return load_trained(config.run_dir)
+
+
 @pytest.fixture
-def tiny(tmp_path: Path) -> TrainConfig:
+def tiny(tmp_path: Path) -> JobConfig:
     return tiny_config(tmp_path / "run")
 
 

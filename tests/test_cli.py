@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,9 @@ def test_missing_data_path(tmp_path: Path) -> None:
 
 def test_corrupted_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken-run"
-    broken.mkdir()
-    (broken / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes()[:2048])
+    shutil.copytree(trained_run, broken)
+    supernet = broken / "checkpoint_00000012" / "supernet.pt"
+    supernet.write_bytes(supernet.read_bytes()[:2048])
     assert_one_line_error(nasfleet("evaluate", "--run", str(broken)), "corrupted")
 
 
@@ -119,7 +121,7 @@ def test_unreachable_ray_address(tmp_path: Path) -> None:
 def test_invalid_storage_uri(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run")
     result = nasfleet("train", "--config", str(config), "--workers", "2", "--storage-path", "nosuch://bucket/runs")
-    assert_one_line_error(result, "invalid storage URI 'nosuch://bucket/runs'")
+    assert_one_line_error(result, "invalid storage URI 'nosuch://bucket/runs/run'")
 
 
 @pytest.mark.slow

@@ -14,12 +14,11 @@ import torch
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.evaluate.pool import EvaluationPool
-from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.results.store import ResultsStore
-from nasfleet.orchestrator.train.trainer import train
 from nasfleet.supernet import arch_to_json
 
-from conftest import tiny_config
+from conftest import tiny_config, train
 
 SPLITS = ("val", "test")
 
@@ -27,7 +26,7 @@ SPLITS = ("val", "test")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedSupernet:
     config = tiny_config(tmp_path_factory.mktemp("evalpool") / "run")
-    train(config, show_progress=False)
+    train(config)
     return load_trained(config.run_dir)
 
 

@@ -8,9 +8,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import TrainConfig
+from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.metrics import prometheus_metrics
-from nasfleet.orchestrator.train.trainer import train
+
+from conftest import train
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -23,11 +24,11 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_single_process_training_serves_its_metrics_on_loopback(tiny: TrainConfig) -> None:
+def test_single_process_training_serves_its_metrics_on_loopback(tiny: JobConfig) -> None:
     endpoint = prometheus_metrics(port=0)
     try:
         assert endpoint.host == "127.0.0.1"
-        train(tiny, show_progress=False, metrics=endpoint.metrics)
+        train(tiny, metrics=endpoint.metrics)
         samples = scrape(endpoint.url)
     finally:
         endpoint.close()

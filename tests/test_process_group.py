@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from nasfleet.orchestrator.storage import latest_checkpoint
+from nasfleet.orchestrator.train import latest_checkpoint
 
 from conftest import tiny_config
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from nasfleet.orchestrator.storage import latest_checkpoint
+from nasfleet.orchestrator.train import latest_checkpoint
 
 from conftest import tiny_config
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.comm_prediction import CommSource, predict_step_allreduce
+from nasfleet.orchestrator.comm_prediction import predict_step_allreduce
+from nasfleet.orchestrator.config import CommConfig
 from nasfleet.orchestrator.data import load_data
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
-from nasfleet.orchestrator.train.trainer import space_for_data
+from nasfleet.orchestrator.train import job_space
 from nasfleet.strategies.searchers import Constraint, SearchProblem
 
 from conftest import tiny_config
@@ -22,7 +23,7 @@ FABRIC = "leafspine:leaves=2,spines=2,hosts=4,gbps=100"
 @pytest.fixture(scope="module")
 def space(tmp_path_factory: pytest.TempPathFactory):
     config = tiny_config(tmp_path_factory.mktemp("costs") / "run")
-    return space_for_data(config, load_data(config.data))
+    return job_space(config)
 
 
 def test_comm_ms_is_the_comm_layers_prediction_for_the_subnets_parameters(space) -> None:
@@ -30,7 +31,7 @@ def test_comm_ms_is_the_comm_layers_prediction_for_the_subnets_parameters(space)
     small, large = costs(space.smallest()), costs(space.largest())
     assert small["params"] == space.params(space.smallest())
     assert small["mflops"] == pytest.approx(space.flops(space.smallest()) / 1e6)
-    expected = predict_step_allreduce(space.params(space.largest()), 8, {}, CommSource(topology=FABRIC))
+    expected = predict_step_allreduce(space.params(space.largest()), 8, {}, CommConfig(topology=FABRIC))
     assert large["comm_ms"] == pytest.approx(expected.allreduce_s * 1e3)
     assert 0 < small["comm_ms"] < large["comm_ms"]
 

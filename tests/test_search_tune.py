@@ -15,13 +15,12 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.subnet_search.experiment import build_problem, run_search, search_folder, search_settings
-from nasfleet.orchestrator.train.trainer import train
 from nasfleet.strategies.searchers import pareto_mask
 from nasfleet.supernet import arch_from_json, load_subnet
 
-from conftest import CLI, assert_one_line_error, nasfleet, tiny_config
+from conftest import CLI, assert_one_line_error, nasfleet, tiny_config, train
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tiny_config(tmp_path_factory.mktemp("search") / "run", optim={"steps": 40, "lr": 0.05, "warmup_steps": 2})
-    train(config, show_progress=False)
+    train(config)
     return config.run_dir
 
 

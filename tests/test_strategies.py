@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.trainer import run_step
-from nasfleet.strategies import SandwichStrategy, UniformStrategy, build_strategy, soft_cross_entropy
+from nasfleet.orchestrator.train import StepBatch, TorchBackend, run_step
+from nasfleet.strategies import FROM_LARGEST, SandwichStrategy, UniformStrategy, build_strategy, soft_cross_entropy
 from nasfleet.supernet import MBConvSpace
 
 SPACE = MBConvSpace()
@@ -19,7 +19,7 @@ def test_uniform_runs_one_random_subnet_on_labels() -> None:
     assert isinstance(strategy, UniformStrategy)
     rng = np.random.default_rng(0)
     plans = [strategy.subnets_for_step(step, rng) for step in range(20)]
-    assert all(len(p) == 1 and p[0].target == "labels" for p in plans)
+    assert all(len(p) == 1 and p[0].distill is None for p in plans)
     assert len({p[0].arch for p in plans}) > 10
 
 
@@ -28,9 +28,14 @@ def test_sandwich_trains_the_bounds_and_distils_from_the_largest() -> None:
     assert isinstance(strategy, SandwichStrategy)
     tasks = strategy.subnets_for_step(0, np.random.default_rng(0))
     assert [t.role for t in tasks] == ["largest", "smallest", "random", "random", "random"]
-    assert tasks[0].arch == SPACE.largest() and tasks[0].teaches and tasks[0].target == "labels"
+    assert tasks[0].arch == SPACE.largest() and tasks[0].distill is None
     assert tasks[1].arch == SPACE.smallest()
-    assert all(t.target == "teacher" and not t.teaches for t in tasks[1:])
+    assert all(t.distill == FROM_LARGEST for t in tasks[1:])
+
+
+def sgd(model: torch.nn.Module) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 def test_step_accumulates_every_subnets_gradient_with_the_teachers_soft_targets() -> None:
@@ -38,7 +43,9 @@ def test_step_accumulates_every_subnets_gradient_with_the_teachers_soft_targets(
     model = SPACE.build_supernet()
     images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     strategy = build_strategy("sandwich", {"num_random": 1, "label_smoothing": 0.0}, SPACE)
-    run_step(model, strategy, SPACE, images, labels, 0, np.random.default_rng(5))
+    backend = TorchBackend(model, *sgd(model))
+    batch = StepBatch(images, labels, torch.arange(8), (images, labels))
+    run_step(backend, strategy, SPACE, batch, 0, np.random.default_rng(5))
     accumulated = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad(set_to_none=True)

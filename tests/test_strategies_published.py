@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.trainer import run_step
+from nasfleet.orchestrator.train import StepBatch, TorchBackend, run_step
 from nasfleet.strategies import (
+    FROM_LARGEST,
     STRATEGIES,
     DepsStrategy,
     ProgressiveStrategy,
@@ -81,7 +82,7 @@ def test_sorted_samples_distinct_family_members_on_labels(sorted_strategy: Sorte
     for step in range(30):
         tasks = sorted_strategy.subnets_for_step(step, rng)
         assert len(tasks) == 4 and len({t.arch for t in tasks}) == 4
-        assert all(t.arch in family and t.target == "labels" for t in tasks)
+        assert all(t.arch in family and t.distill is None for t in tasks)
         seen |= {t.arch for t in tasks}
     assert len(seen) > 60
 
@@ -108,8 +109,8 @@ def test_shift_after_step_pairs_losses_with_the_planned_bins() -> None:
     assert isinstance(strategy, ShiftStrategy)
     rng = np.random.default_rng(2)
     tasks = strategy.subnets_for_step(0, rng)
-    assert tasks[0].arch == SPACE.largest() and tasks[0].teaches
-    assert all(t.target == "teacher" for t in tasks[1:])
+    assert tasks[0].arch == SPACE.largest() and tasks[0].distill is None
+    assert all(t.distill == FROM_LARGEST for t in tasks[1:])
     for t in tasks[1:]:
         assert t.role == f"bin{strategy.bin_of(t.arch, rng)}"
     strategy.after_step(0, [5.0] + [3.0] * 3)
@@ -136,12 +137,12 @@ def test_deps_trains_only_the_full_model_before_its_delay_then_ramps_subnet_weig
     rng = np.random.default_rng(0)
     for step in range(50):
         tasks = strategy.subnets_for_step(step, rng)
-        assert [(t.arch, t.target) for t in tasks] == [(SPACE.largest(), "labels")]
+        assert [(t.arch, t.distill) for t in tasks] == [(SPACE.largest(), None)]
     weights = []
     for step in range(50, 100):
         tasks = strategy.subnets_for_step(step, rng)
-        assert tasks[0].arch == SPACE.largest() and tasks[0].teaches and tasks[0].weight == 1.0
-        assert len(tasks) == 4 and all(t.target == "teacher" for t in tasks[1:])
+        assert tasks[0].arch == SPACE.largest() and tasks[0].distill is None and tasks[0].weight == 1.0
+        assert len(tasks) == 4 and all(t.distill == FROM_LARGEST for t in tasks[1:])
         assert len({t.weight for t in tasks[1:]}) == 1
         weights.append(tasks[1].weight)
     assert weights[0] == pytest.approx(0.1)
@@ -161,9 +162,9 @@ def test_progressive_unlocks_kernel_then_depth_then_width_and_expand() -> None:
         dims: set[str] = set()
         for step in steps:
             tasks = strategy.subnets_for_step(step, rng)
-            assert tasks[0].arch == big and tasks[0].target == "labels"
+            assert tasks[0].arch == big and tasks[0].distill is None
             for t in tasks[1:]:
-                assert t.target == "teacher" and tasks[0].teaches
+                assert t.distill == FROM_LARGEST and tasks[0].distill is None
                 for stage, top, depth in zip(t.arch.stages, big.stages, max_depths):
                     dims |= {"width"} if stage.width != top.width else set()
                     dims |= {"depth"} if stage.depth != depth else set()
@@ -227,11 +228,12 @@ def test_each_strategy_trains_three_steps_through_the_trainer(name: str) -> None
     torch.manual_seed(0)
     model = SPACE.build_supernet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    backend = TorchBackend(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
     strategy = build_strategy(name, PARAMS[name], SPACE)
     rng = np.random.default_rng(0)
     for step in range(3):
         images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
-        optimizer.zero_grad(set_to_none=True)
-        results = run_step(model, strategy, SPACE, images, labels, step, rng)
-        optimizer.step()
+        batch = StepBatch(images, labels, torch.arange(8), (images, labels))
+        results = run_step(backend, strategy, SPACE, batch, step, rng)
+        backend.step()
         assert results and all(np.isfinite(r.loss) for r in results)

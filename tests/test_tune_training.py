@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, nasfleet, tiny_config
+from conftest import assert_one_line_error, nasfleet, tiny_config, train
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
-from nasfleet.orchestrator.config import TrainConfig
-from nasfleet.orchestrator.evaluate.subnets import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.train.trainer import METRICS_FILE, lr_factor, train
+from nasfleet.orchestrator.config import JobConfig
+from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
+from nasfleet.orchestrator.train import METRICS_FILE, latest_checkpoint, lr_factor
 from nasfleet.orchestrator.tuning.population import (
     TuneTrainingOutcome,
     retarget_checkpoint,
@@ -30,37 +29,37 @@ from nasfleet.supernet import build_space
 STEPS, INTERVAL = 12, 4
 
 
-def tuned_config(run_dir: Path, steps: int = STEPS) -> TrainConfig:
+def tuned_config(run_dir: Path, steps: int = STEPS) -> JobConfig:
     # Log every 2 steps so the trainer's own lr record shows each interval's learning rate.
     return tiny_config(run_dir, optim={"steps": steps, "lr": 0.05, "warmup_steps": 2}, log_every_steps=2)
 
 
-def metrics_lines(run_dir: Path) -> dict[int, dict]:
-    return {line["step"]: line for line in map(json.loads, (run_dir / METRICS_FILE).read_text().splitlines())}
+def metrics_lines(run_dir: str | Path) -> dict[int, dict]:
+    return {line["step"]: line for line in map(json.loads, (Path(run_dir) / METRICS_FILE).read_text().splitlines())}
 
 
 # --------------------------------------------------------------------------- without Ray
-def test_sandwich_weights_distilled_tasks_by_distill_weight(tiny: TrainConfig) -> None:
+def test_sandwich_weights_distilled_tasks_by_distill_weight(tiny: JobConfig) -> None:
     space = build_space(tiny.space)
     rng = np.random.default_rng(0)
     default = build_strategy("sandwich", {"num_random": 1}, space).subnets_for_step(0, rng)
     assert [t.weight for t in default] == [1.0, 1.0, 1.0]
     tasks = build_strategy("sandwich", {"num_random": 1, "distill_weight": 0.4}, space).subnets_for_step(0, rng)
-    assert {(t.target, t.weight) for t in tasks} == {("labels", 1.0), ("teacher", 0.4)}
+    assert {(t.distill is None, t.weight) for t in tasks} == {(True, 1.0), (False, 0.4)}
     with pytest.raises(NasfleetError, match="distill_weight"):
         build_strategy("sandwich", {"distill_weight": 0}, space)
 
 
 def test_a_retargeted_checkpoint_trains_on_with_the_new_learning_rate(tmp_path: Path) -> None:
     config = tuned_config(tmp_path / "run")
-    train(config, show_progress=False, until_step=6)
-    faster = trial_config(config, config.run_dir, {"lr": 0.11, "distill_weight": 0.5})
-    retarget_checkpoint(config.run_dir / CHECKPOINT_FILE, faster)
-    run = train(faster, resume=True, show_progress=False)
+    train(config, until_step=6)
+    faster = trial_config(config, Path(config.run_dir), {"lr": 0.11, "distill_weight": 0.5})
+    retarget_checkpoint(Path(str(latest_checkpoint(config.run_dir))), faster)
+    run = train(faster, resume=True)
     logged = metrics_lines(config.run_dir)
     assert logged[4]["lr"] == pytest.approx(0.05 * lr_factor(4, config.optim))
     assert logged[8]["lr"] == pytest.approx(0.11 * lr_factor(8, config.optim))
-    assert run.strategy.params.distill_weight == 0.5
+    assert run.config.strategy.params["distill_weight"] == 0.5
 
 
 @pytest.mark.parametrize(
@@ -87,7 +86,7 @@ def test_pb2_without_gpy_names_the_missing_package(tmp_path: Path, monkeypatch: 
 
 def test_refuses_a_run_dir_that_holds_a_run(tmp_path: Path) -> None:
     config = tuned_config(tmp_path / "run")
-    train(config, show_progress=False, until_step=2)
+    train(config, until_step=2)
     with pytest.raises(NasfleetError, match="already holds a run"):
         tune_training(config, "pbt", population=2, interval_steps=INTERVAL)
 
@@ -95,7 +94,7 @@ def test_refuses_a_run_dir_that_holds_a_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        (["--tune", "pbt", "--workers", "2"], "cannot be combined with --workers"),
+        (["--tune", "pbt", "--workers", "2"], "cannot be combined with Ray/MPI launch"),
         (["--tune", "pbt", "--launcher", "mpi"], "cannot be combined"),
         (["--tune", "pbt", "--population", "1"], "population"),
         (["--tune", "asha"], "scheduler"),

@@ -6,39 +6,39 @@ price subnets (e.g. ``latency_ms <= 5``) without timing each candidate.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import load_config
-from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate.subnets import load_trained
-from nasfleet.orchestrator.train.trainer import space_for_data
-from nasfleet.supernet import LatencyCheck, LatencyTable, SearchSpace, build_latency_table, mean_relative_error, table_error
-from nasfleet.supernet.latency import DEFAULT_REPEATS
+from nasfleet.orchestrator.cli.common import console
+
+if TYPE_CHECKING:
+    from nasfleet.supernet import LatencyCheck, LatencyTable, SearchSpace
 
 TABLE_FILE = "latency.json"
+DEFAULT_REPEATS = 25  # the same as nasfleet.supernet.latency.DEFAULT_REPEATS, kept here so --help needs no torch
 
-console = Console()
 
-
-def _space_and_default_out(config: Optional[Path], run: Optional[Path]) -> tuple[SearchSpace, Optional[Path]]:
+def _space_and_default_out(config: Optional[Path], run: Optional[str]) -> tuple[SearchSpace, Optional[str]]:
     """The space to profile (from a job config or a trained run) and where its table goes by default."""
+    from nasfleet.orchestrator.config import load_config
+    from nasfleet.orchestrator.evaluate.trained import load_trained
+    from nasfleet.orchestrator.storage import join
+    from nasfleet.orchestrator.train.setup import job_space
+
     if (config is None) == (run is None):
         raise NasfleetError("give exactly one of --config (a job config) or --run (a trained run directory)")
     if config is not None:
-        cfg = load_config(config)
-        return space_for_data(cfg, load_data(cfg.data)), None
+        return job_space(load_config(config)), None
     assert run is not None
-    return load_trained(run).space, run / TABLE_FILE
+    return load_trained(run).space, join(run, TABLE_FILE)
 
 
 def _warn_if_busy(table: LatencyTable) -> None:
@@ -51,6 +51,8 @@ def _warn_if_busy(table: LatencyTable) -> None:
 
 
 def print_checks(checks: list[LatencyCheck], title: str) -> None:
+    from nasfleet.supernet import mean_relative_error
+
     table = Table(title=title)
     for column in ("#", "arch", "predicted ms", "measured ms", "error"):
         table.add_column(column, justify="left" if column == "arch" else "right")
@@ -69,15 +71,15 @@ def print_checks(checks: list[LatencyCheck], title: str) -> None:
 
 def profile(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML job config whose search space to profile."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Run directory written by `nasfleet train` (profiles its space)."),
-    out: Optional[Path] = typer.Option(
+    run: Optional[str] = typer.Option(None, "--run", help="Run written by `nasfleet train`, a folder or URI (profiles its space)."),
+    out: Optional[str] = typer.Option(
         None, "--out", help=f"Where to write the table (JSON); default: <run>/{TABLE_FILE} with --run, required with --config."
     ),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per forward call the latency is for."),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch intra-op threads while timing."),
-    repeats: int = typer.Option(DEFAULT_REPEATS, "--repeats", min=1, help="Timing rounds; each latency is their median."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images per forward call the latency is for."),
+    threads: int = typer.Option(1, "--threads", help="torch intra-op threads while timing."),
+    repeats: int = typer.Option(DEFAULT_REPEATS, "--repeats", help="Timing rounds; each latency is their median."),
     check: int = typer.Option(
-        20, "--check", min=0, help="Measure this many random subnets end to end and report the table's error (0: skip)."
+        20, "--check", help="Measure this many random subnets end to end and report the table's error (0: skip)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for the checked subnets."),
     table_file: Optional[Path] = typer.Option(
@@ -85,6 +87,15 @@ def profile(
     ),
 ) -> None:
     """Time every distinct layer of a search space on this machine, save the table, check it on random subnets."""
+    import numpy as np
+
+    from nasfleet.orchestrator.storage import write_text
+    from nasfleet.supernet import LatencyTable, build_latency_table, table_error
+
+    for option, value, least in (("--batch-size", batch_size, 1), ("--threads", threads, 1), ("--repeats", repeats, 1),
+                                 ("--check", check, 0)):
+        if value < least:
+            raise NasfleetError(f"{option} must be at least {least}, got {value}")
     space, default_out = _space_and_default_out(config, run)
     if table_file is not None:
         table = LatencyTable.load(table_file)
@@ -99,7 +110,7 @@ def profile(
             raise NasfleetError("--out is required with --config (where to write the latency table)")
         started = time.perf_counter()
         table = build_latency_table(space, batch_size, threads, repeats)
-        table.save(target)
+        write_text(target, json.dumps(table.to_dict(), indent=2, sort_keys=True) + "\n")
         console.print(
             f"profiled {len(table.entries_ms)} layers of the {space.name} space in "
             f"{time.perf_counter() - started:.1f} s (batch {batch_size}, {threads} thread(s), median of {repeats}); "

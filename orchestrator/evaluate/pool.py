@@ -28,12 +28,13 @@ from ray.util import ActorPool
 from torch import nn
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import TrainConfig
+from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.data import DataSplits, ImageSet
 from nasfleet.orchestrator.metrics import TrainingMetrics
-from nasfleet.orchestrator.evaluate.subnets import SubnetResult, TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult, evaluate_arch
+from nasfleet.orchestrator.evaluate.trained import TrainedSupernet, build_model, load_trained
 from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
-from nasfleet.orchestrator.train.trainer import space_for_data, supernet_for
+from nasfleet.orchestrator.train.setup import job_space
 from nasfleet.supernet import Arch
 
 SPLITS = ("train", "val", "test")
@@ -107,12 +108,12 @@ def shareable(trained: TrainedSupernet) -> tuple[dict[str, np.ndarray], dict[str
 
 
 def trained_from_shared(
-    config: TrainConfig, step: int, weights: dict[str, np.ndarray], data: dict[str, Any]
+    config: JobConfig, step: int, weights: dict[str, np.ndarray], data: dict[str, Any]
 ) -> TrainedSupernet:
     """A :class:`TrainedSupernet` over arrays mapped from the object store (see :func:`shareable`)."""
     data_splits = _data_from_shared(data)
-    space = space_for_data(config, data_splits)
-    model = supernet_on_shared_weights(lambda: supernet_for(config, space), weights)
+    space = job_space(config)
+    model = supernet_on_shared_weights(lambda: build_model(config, space), weights)
     return TrainedSupernet(config, data_splits, space, model, step)
 
 
@@ -140,7 +141,7 @@ def _backings(tensors: dict[str, torch.Tensor]) -> dict[str, MemoryBacking]:
 class _SubnetEvaluator:
     """One actor: a supernet over the shared weights, evaluating one subnet per call."""
 
-    def __init__(self, config: TrainConfig, step: int, shared: list[ray.ObjectRef], threads: int) -> None:
+    def __init__(self, config: JobConfig, step: int, shared: list[ray.ObjectRef], threads: int) -> None:
         torch.set_num_threads(threads)
         self._shared = shared  # held so the object store keeps the buffers pinned for this actor
         weights, data = ray.get(shared)
@@ -198,13 +199,13 @@ class EvaluationPool:
                 f"{num_actors} actors × {num_cpus_per_actor:g} CPUs need more than the cluster's {cpus:g} CPUs"
             )
         if not isinstance(trained, TrainedSupernet):
-            trained = load_trained(Path(trained))
+            trained = load_trained(str(trained))
         self.trained = trained
         self.splits = tuple(splits)
         self.store = store
         self.flush_every = flush_every
         self.metrics = metrics
-        self.run_name = run_name or trained.config.run_dir.name
+        self.run_name = run_name or trained.config.run_name
         self.checkpoint_id = trained.checkpoint_id
         # One put each: every actor maps these same objects from shared memory.
         self._shared = [ray.put(part) for part in shareable(trained)]

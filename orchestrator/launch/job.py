@@ -1,6 +1,8 @@
-"""A training job end to end: train (here or on Ray), evaluate, record to Parquet.
+"""A training job end to end: validate, train (here, on Ray, or as MPI/torchrun ranks), evaluate, record.
 
-This is what `nasfleet train` and `nasfleet demo` run, and what `ray job submit` starts.
+This is what ``nasfleet train`` and ``nasfleet demo`` run, and what ``ray job submit`` starts.
+Every launcher runs the same training loop and writes the same run folder; this module only
+decides which one runs, after checking on the driver everything that can be checked.
 """
 
 from __future__ import annotations
@@ -8,15 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nasfleet.orchestrator.comm_prediction import CommSource
-from nasfleet.orchestrator.config import TrainConfig
-from nasfleet.orchestrator.launch.ray_train import DistributedOptions, train_distributed
+from nasfleet.orchestrator.config import JobConfig, config_from_dict
+from nasfleet.orchestrator.evaluate.evaluator import evaluate_standard_subnets
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult
+from nasfleet.orchestrator.evaluate.trained import load_trained
+from nasfleet.orchestrator.launch.local import train_local
+from nasfleet.orchestrator.launch.process_group import train_process_group
+from nasfleet.orchestrator.launch.ray_train import train_on_ray
+from nasfleet.orchestrator.launch.run_folder import check_run_folder, write_run_config
+from nasfleet.orchestrator.launch.validate import validate_job
 from nasfleet.orchestrator.metrics import TrainingMetrics
-from nasfleet.orchestrator.evaluate.subnets import SubnetResult, evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.launch.process_group import Launcher, train_process_group
 from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
-from nasfleet.orchestrator.storage import join
-from nasfleet.orchestrator.train.trainer import train
+from nasfleet.orchestrator.storage import is_uri, join
 
 RESULTS_FOLDER = "results"
 
@@ -29,46 +34,53 @@ class JobOutcome:
     results_folder: str
 
 
-@dataclass(frozen=True)
-class ProcessGroupLaunch:
-    """Ranks started outside Ray: by ``mpiexec`` or by ``torchrun``."""
-
-    launcher: Launcher
-    deepspeed_config: Path | None = None
-    use_gpu: bool = False
-    metrics_port: int | None = None
-    comm: CommSource = CommSource()
+def absolute_run_dir(job: JobConfig) -> JobConfig:
+    """The job with a local ``run_dir`` made absolute: workers and ranks run in other folders."""
+    if is_uri(job.run_dir):
+        return job
+    absolute = str(Path(job.run_dir).expanduser().absolute())
+    return config_from_dict({**job.model_dump(mode="json"), "run_dir": absolute}, "job config")
 
 
-def run_training_job(
-    config: TrainConfig,
-    distributed: DistributedOptions | ProcessGroupLaunch | None,
-    resume: bool = False,
-    show_progress: bool = True,
-    splits: tuple[str, ...] = ("val", "test"),
+def train_job(
+    job: JobConfig, resume: bool = False, until_step: int | None = None, show_progress: bool = False,
     metrics: TrainingMetrics | None = None,
-) -> JobOutcome | None:
-    """Train (in this process, on Ray, or as one rank of an MPI/torchrun job), then evaluate and record.
+) -> int | None:
+    """Train ``job`` with its launcher; returns this process's rank (None when nothing was left to train).
 
-    ``metrics`` is for training in this process; Ray workers report through Ray's agent.
-    Under MPI/torchrun only rank 0 evaluates; the other ranks return None.
+    ``until_step`` stops early with a checkpoint, keeping the schedule; ``resume`` goes on.
+    ``metrics`` is for training in this process (Ray workers report through Ray's agent,
+    MPI/torchrun rank 0 serves ``launch.metrics_port`` itself).
     """
-    if distributed is None:
-        train(config, resume=resume, show_progress=show_progress, metrics=metrics)
-        folder = str(config.run_dir)
-    elif isinstance(distributed, ProcessGroupLaunch):
-        rank, folder = train_process_group(
-            config, distributed.launcher, distributed.deepspeed_config, resume, distributed.use_gpu,
-            distributed.metrics_port, comm=distributed.comm,
-        )
-        if rank != 0:
-            return None
+    job = absolute_run_dir(job)
+    validate_job(job)
+    if job.launch.kind in ("mpi", "torchrun"):
+        return train_process_group(job, resume, until_step)
+    if not check_run_folder(job, resume):
+        return None
+    write_run_config(job)
+    if job.launch.kind == "ray":
+        train_on_ray(job, until_step)
     else:
-        folder = train_distributed(config, distributed, resume=resume).run_folder
-    trained = load_trained(folder)
-    results = evaluate_standard_subnets(trained, splits, config.eval.random_subnets, config.seed)
-    results_folder = join(folder, RESULTS_FOLDER)
-    ResultsStore(results_folder).append(
-        [SubnetRecord.from_result(r, config.run_dir.name, trained.checkpoint_id) for r in results]
-    )
-    return JobOutcome(folder, trained.step, results, results_folder)
+        train_local(job, until_step, show_progress, metrics)
+    return 0
+
+
+def evaluate_and_record(job: JobConfig, splits: tuple[str, ...] = ("val", "test")) -> JobOutcome:
+    """Evaluate the run's standard subnets and append them to its Parquet results."""
+    job = absolute_run_dir(job)
+    trained = load_trained(job.run_dir)
+    results = evaluate_standard_subnets(trained, splits, job.eval.random_subnets, job.seed)
+    results_folder = join(job.run_dir, RESULTS_FOLDER)
+    ResultsStore(results_folder).append([SubnetRecord.from_result(r, job.run_name, trained.checkpoint_id) for r in results])
+    return JobOutcome(job.run_dir, trained.step, results, results_folder)
+
+
+def run_job(
+    job: JobConfig, resume: bool = False, show_progress: bool = False, metrics: TrainingMetrics | None = None
+) -> JobOutcome | None:
+    """Train, then evaluate and record (rank 0 only under MPI/torchrun: other ranks return None)."""
+    rank = train_job(job, resume, show_progress=show_progress, metrics=metrics)
+    if rank not in (0, None):
+        return None
+    return evaluate_and_record(job)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.comm_prediction import CommSource, predict_step_allreduce
+from nasfleet.orchestrator.comm_prediction import predict_step_allreduce
+from nasfleet.orchestrator.config import CommConfig
 from nasfleet.supernet import Arch, SearchSpace
 
 
@@ -61,7 +62,7 @@ def _comm_predictor(topology: str | None, workers: int) -> Callable[[int], float
         raise NasfleetError("comm_ms needs a fabric: pass --comm-topology (a spec or a topology YAML)")
     if workers < 2:
         raise NasfleetError(f"comm_ms needs at least 2 data-parallel workers, got {workers}")
-    return AllReduceMilliseconds(CommSource(topology=topology), workers)
+    return AllReduceMilliseconds(CommConfig(topology=topology), workers)
 
 
 @dataclass
@@ -71,7 +72,7 @@ class AllReduceMilliseconds:
     A plain picklable object (not a closure): Tune pickles the searcher and callbacks that hold it.
     """
 
-    source: CommSource
+    source: CommConfig
     workers: int
     _known: dict[int, float] = field(default_factory=dict)
 

@@ -23,7 +23,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch
+from nasfleet.orchestrator.evaluate.subnets import evaluate_arch
+from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
+from nasfleet.orchestrator.storage import is_file, is_uri, join, make_dirs, read_text, write_text
 from nasfleet.orchestrator.subnet_search.pareto_report import FrontMember, front_rows, members, write_front
 from nasfleet.orchestrator.results.store import ParquetLog
 from nasfleet.orchestrator.subnet_search.log import SEARCH_SCHEMA
@@ -101,7 +103,8 @@ def search_settings(**values: Any) -> SearchSettings:
 
 @dataclass
 class SearchOutcome:
-    folder: Path
+    folder: str
+    name: str
     front: list[FrontMember]
     evaluated: int
     evaluated_now: int
@@ -109,8 +112,9 @@ class SearchOutcome:
     hypervolume: float
 
 
-def search_folder(run: Path, name: str) -> Path:
-    return Path(run) / "search" / name
+def search_folder(run: str, name: str) -> str:
+    """Where a search of ``run`` keeps its settings, evaluations and front (a path or a URI, like the run)."""
+    return join(str(run), "search", name)
 
 
 def build_problem(trained: TrainedSupernet, settings: SearchSettings) -> SearchProblem:
@@ -126,25 +130,31 @@ def build_problem(trained: TrainedSupernet, settings: SearchSettings) -> SearchP
     return problem
 
 
-def _stored_settings(folder: Path, settings: SearchSettings) -> SearchSettings:
+def _stored_settings(folder: str, settings: SearchSettings) -> SearchSettings:
     """The settings of the search being resumed (only ``evaluations`` may grow)."""
-    stored = folder / SETTINGS_FILE
-    if not stored.is_file():
+    stored = join(folder, SETTINGS_FILE)
+    if not is_file(stored):
         raise NasfleetError(f"cannot resume: {folder} holds no search (no {SETTINGS_FILE})")
-    previous = search_settings(**json.loads(stored.read_text()))
+    try:
+        values = json.loads(read_text(stored))
+    except json.JSONDecodeError:
+        raise NasfleetError(f"cannot resume: {stored} is corrupted; delete the search folder to start over") from None
+    if not isinstance(values, dict):
+        raise NasfleetError(f"cannot resume: {stored} is not a search's settings")
+    previous = search_settings(**values)
     return previous.model_copy(update={"evaluations": max(previous.evaluations, settings.evaluations)})
 
 
-def _create_folder(folder: Path, settings: SearchSettings) -> None:
-    stored = folder / SETTINGS_FILE
-    if stored.exists():
+def _create_folder(folder: str, settings: SearchSettings) -> None:
+    stored = join(folder, SETTINGS_FILE)
+    if is_file(stored):
         raise NasfleetError(f"{folder} already holds a search; pass --resume to continue it or choose another --name")
-    folder.mkdir(parents=True, exist_ok=True)
-    stored.write_text(settings.model_dump_json(indent=2) + "\n")
+    make_dirs(folder)
+    write_text(stored, settings.model_dump_json(indent=2) + "\n")
 
 
 def run_search(
-    trained: TrainedSupernet, run: Path, settings: SearchSettings, resume: bool = False, ray_address: str | None = None
+    trained: TrainedSupernet, run: str, settings: SearchSettings, resume: bool = False, ray_address: str | None = None
 ) -> SearchOutcome:
     """Search ``trained``'s subnets as configured; the trained run folder ``run`` receives the results."""
     folder = search_folder(run, settings.name)
@@ -153,7 +163,7 @@ def run_search(
     problem = build_problem(trained, settings)  # before touching the folder: bad settings write nothing
     if not resume:
         _create_folder(folder, settings)
-    log = ParquetLog(folder / EVALUATIONS_FOLDER, SEARCH_SCHEMA)
+    log = ParquetLog(join(folder, EVALUATIONS_FOLDER), SEARCH_SCHEMA)
     algorithm = build_searcher(settings.searcher, settings.searcher_params, problem, settings.seed)
     recorded = log.read().to_pylist()
     for row in recorded:
@@ -168,11 +178,11 @@ def run_search(
 
 def _tune(
     trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, algorithm: Any, log: ParquetLog,
-    folder: Path, trials: int, ray_address: str | None,
+    folder: str, trials: int, ray_address: str | None,
 ) -> tuple[int, int]:
     from ray import tune
 
-    from nasfleet.orchestrator.launch.ray_train import connect_ray
+    from nasfleet.orchestrator.launch.ray_cluster import connect_ray
     from nasfleet.orchestrator.evaluate.pool import shareable
     from nasfleet.orchestrator.subnet_search.trial import ArchSearcher, RecordEvaluations, SubnetTrial
 
@@ -192,7 +202,8 @@ def _tune(
             num_samples=trials, max_concurrent_trials=settings.concurrency, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(folder.resolve()), verbose=0, callbacks=[recorder],
+            name="tune", storage_path=folder if is_uri(folder) else str(Path(folder).resolve()), verbose=0,
+            callbacks=[recorder],
         ),
     )
     grid = tuner.fit()
@@ -223,7 +234,7 @@ def make_scheduler(settings: SearchSettings) -> Any:
 
 
 def _finish(
-    trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, log: ParquetLog, folder: Path,
+    trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, log: ParquetLog, folder: str,
     evaluated_now: int, val_samples_now: int,
 ) -> SearchOutcome:
     """The front of everything recorded, each member's test accuracy, and the files."""
@@ -242,4 +253,4 @@ def _finish(
         "checkpoint": trained.checkpoint_id,
     }
     write_front(folder, front, summary, table, objectives)
-    return SearchOutcome(folder, front, table.num_rows, evaluated_now, val_samples_now, volume)
+    return SearchOutcome(folder, settings.name, front, table.num_rows, evaluated_now, val_samples_now, volume)

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.storage import is_file, join, read_text, write_bytes, write_text
 from nasfleet.strategies.searchers import pareto_mask
 from nasfleet.supernet import Arch, arch_from_json, arch_to_dict, arch_from_dict
 
@@ -60,16 +61,17 @@ def members(rows: list[dict[str, Any]], objectives: tuple[str, ...], test_accura
 
 
 def write_front(
-    folder: Path, front: list[FrontMember], summary: dict[str, Any], table: pa.Table, objectives: tuple[str, ...]
-) -> list[Path]:
-    """Write the JSON, the Markdown table and the plots; returns the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder: str, front: list[FrontMember], summary: dict[str, Any], table: pa.Table, objectives: tuple[str, ...]
+) -> list[str]:
+    """Write the JSON, the Markdown table and the plots (a folder or a URI); returns the files written."""
     payload = {**summary, "objectives": list(objectives), "front": [asdict(m) for m in front]}
-    written = [folder / PARETO_JSON, folder / PARETO_MARKDOWN]
-    _write_atomically(written[0], json.dumps(payload, indent=2) + "\n")
-    _write_atomically(written[1], front_markdown(front, objectives, summary))
+    written = [join(folder, PARETO_JSON), join(folder, PARETO_MARKDOWN)]
+    write_text(written[0], json.dumps(payload, indent=2) + "\n")
+    write_text(written[1], front_markdown(front, objectives, summary))
     for name in objectives:
-        written.append(_plot(folder / f"pareto_{name}.png", table, front, name))
+        location = join(folder, f"pareto_{name}.png")
+        write_bytes(location, _plot(table, front, name))
+        written.append(location)
     return written
 
 
@@ -97,7 +99,8 @@ def front_markdown(front: list[FrontMember], objectives: tuple[str, ...], summar
     return "\n".join(lines) + "\n"
 
 
-def _plot(path: Path, table: pa.Table, front: list[FrontMember], cost: str) -> Path:
+def _plot(table: pa.Table, front: list[FrontMember], cost: str) -> bytes:
+    """The front over all evaluated subnets for one cost, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,29 +117,24 @@ def _plot(path: Path, table: pa.Table, front: list[FrontMember], cost: str) -> P
     ax.set_ylabel("validation accuracy (%)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=120, format="png")
     plt.close(fig)
-    return path
+    return image.getvalue()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def load_front(folder: Path) -> list[FrontMember]:
-    path = folder / PARETO_JSON
-    if not path.is_file():
+def load_front(folder: str) -> list[FrontMember]:
+    path = join(folder, PARETO_JSON)
+    if not is_file(path):
         raise NasfleetError(f"{folder} holds no Pareto front ({PARETO_JSON}): run `nasfleet search` first")
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(read_text(path))
         return [FrontMember(**m) for m in payload["front"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise NasfleetError(f"{path} is not a Pareto front written by nasfleet ({type(exc).__name__})") from None
 
 
-def front_member(folder: Path, k: int) -> tuple[FrontMember, Arch]:
+def front_member(folder: str, k: int) -> tuple[FrontMember, Arch]:
     """The K-th (1-based) subnet of the front in ``folder``."""
     front = load_front(folder)
     if not front:

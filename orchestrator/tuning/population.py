@@ -33,19 +33,26 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from nasfleet.orchestrator.config import TrainConfig, config_from_dict, dump_config
-from nasfleet.orchestrator.launch.ray_train import connect_ray
-from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, evaluate_arch
-from nasfleet.orchestrator.train.trainer import CONFIG_FILE, METRICS_FILE, TrainingRun, lr_factor, train
-from nasfleet.strategies.registry import STRATEGIES
+from nasfleet.orchestrator.config import JobConfig, config_from_dict, config_yaml
+from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
+from nasfleet.orchestrator.launch import connect_ray, train_job
+from nasfleet.orchestrator.train import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    checkpoint_name,
+    latest_checkpoint,
+    lr_factor,
+    read_meta,
+)
+from nasfleet.orchestrator.train.backends import OPTIMIZER_FILE
+from nasfleet.orchestrator.train.safe_load import safe_torch_load
+from nasfleet.strategies import strategy_class
 
 TUNE_FOLDER = "tune"
 SCHEDULE_FILE = "schedule.parquet"
 SUMMARY_FILE = "summary.json"
 LINEAGE_FILE = "lineage.json"
 """Written into every reported checkpoint: which trial wrote it, with which hyper-parameters."""
-RUN_FILES = (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE)
 SCORE = "score"
 DISTILL_WEIGHT = "distill_weight"
 
@@ -103,13 +110,12 @@ class TuneTrainingOutcome:
 
 
 # --------------------------------------------------------------------------- hyper-parameters
-def tunes_distill_weight(config: TrainConfig) -> bool:
+def tunes_distill_weight(config: JobConfig) -> bool:
     """Only strategies whose parameters declare ``distill_weight`` (sandwich) have one to tune."""
-    strategy = STRATEGIES.get(config.strategy.name)
-    return strategy is not None and DISTILL_WEIGHT in strategy.Params.model_fields
+    return DISTILL_WEIGHT in strategy_class(config.strategy.name).Params.model_fields
 
 
-def hyperparameter_bounds(config: TrainConfig, settings: TuneSettings) -> dict[str, tuple[float, float]]:
+def hyperparameter_bounds(config: JobConfig, settings: TuneSettings) -> dict[str, tuple[float, float]]:
     bounds = {"lr": (config.optim.lr * settings.lr_factors[0], config.optim.lr * settings.lr_factors[1])}
     if tunes_distill_weight(config):
         bounds[DISTILL_WEIGHT] = settings.distill_weight_range
@@ -117,7 +123,7 @@ def hyperparameter_bounds(config: TrainConfig, settings: TuneSettings) -> dict[s
 
 
 def initial_population(
-    config: TrainConfig, bounds: dict[str, tuple[float, float]], population: int
+    config: JobConfig, bounds: dict[str, tuple[float, float]], population: int
 ) -> list[dict[str, float]]:
     """The config's own hyper-parameters, then ``population - 1`` seeded draws (lr log-uniform).
 
@@ -144,7 +150,7 @@ def clip_to_bounds(bounds: dict[str, tuple[float, float]]) -> Callable[[dict[str
     return explore
 
 
-def trial_config(base: TrainConfig, run_dir: Path, hyperparameters: dict[str, float]) -> TrainConfig:
+def trial_config(base: JobConfig, run_dir: Path, hyperparameters: dict[str, float]) -> JobConfig:
     """``base`` with the trial's folder, learning rate and (when tuned) distillation weight."""
     data = base.model_dump(mode="json")
     data["run_dir"] = str(run_dir)
@@ -154,33 +160,33 @@ def trial_config(base: TrainConfig, run_dir: Path, hyperparameters: dict[str, fl
     return config_from_dict(data, "trial config")
 
 
-def retarget_checkpoint(path: Path, config: TrainConfig) -> int:
+def retarget_checkpoint(checkpoint: Path, config: JobConfig) -> int:
     """Make a copied checkpoint train on with ``config``'s learning rate; returns its step.
 
     The optimizer and LR schedule restore their base learning rate from the checkpoint, so
     after an exploit they would keep the cloned trial's value; this rewrites it (and the lr of
     the next step, which the schedule set before saving) so the perturbed value takes effect.
     """
-    state = load_checkpoint(path)
+    path = checkpoint / OPTIMIZER_FILE
+    state = safe_torch_load(path.read_bytes(), f"checkpoint file {path}")
+    step = read_meta(str(checkpoint)).step
     lr = config.optim.lr
-    current = lr * lr_factor(int(state["step"]), config.optim)
+    current = lr * lr_factor(step, config.optim)
     state["scheduler"]["base_lrs"] = [lr for _ in state["scheduler"]["base_lrs"]]
     state["scheduler"]["_last_lr"] = [current for _ in state["scheduler"]["base_lrs"]]
     for group in state["optimizer"]["param_groups"]:
         group["initial_lr"], group["lr"] = lr, current
-    state["config"] = config.model_dump(mode="json")
-    save_checkpoint(state, path)
-    return int(state["step"])
+    torch.save(state, path)
+    (checkpoint / CONFIG_FILE).write_text(config_yaml(config))
+    return step
 
 
 # --------------------------------------------------------------------------- one trial (a Ray actor)
-def validation_scores(run: TrainingRun) -> dict[str, float]:
+def validation_scores(trained: TrainedSupernet) -> dict[str, float]:
     """Val accuracy of the smallest and largest subnets (per-subnet BN recalibration) and their mean."""
-    trained = TrainedSupernet(run.config, run.data, run.space, run.model, run.step, str(run.checkpoint_path))
-    run.model.eval()
     accuracy = {
         role: evaluate_arch(trained, arch, ("val",), role).accuracy["val"]
-        for role, arch in (("smallest", run.space.smallest()), ("largest", run.space.largest()))
+        for role, arch in (("smallest", trained.space.smallest()), ("largest", trained.space.largest()))
     }
     return {
         "val_acc_smallest": accuracy["smallest"],
@@ -189,14 +195,17 @@ def validation_scores(run: TrainingRun) -> dict[str, float]:
     }
 
 
-def adopt_checkpoint(checkpoint: Any, folder: Path) -> dict[str, Any]:
-    """Replace the trial folder's run files with the checkpoint's; returns its lineage record."""
+def adopt_checkpoint(checkpoint: Any, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """Make the trial's run folder hold just the reported checkpoint; returns it and its lineage record."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     with checkpoint.as_directory() as source:
-        for name in RUN_FILES:
-            (folder / name).unlink(missing_ok=True)
-            if (Path(source) / name).exists():
-                shutil.copy2(Path(source) / name, folder / name)
-        return json.loads((Path(source) / LINEAGE_FILE).read_text())
+        lineage = json.loads((Path(source) / LINEAGE_FILE).read_text())
+        target = folder / checkpoint_name(int(lineage["step"]))
+        shutil.copytree(source, target)
+    (target / LINEAGE_FILE).unlink()
+    shutil.copy2(target / METRICS_FILE, folder / METRICS_FILE)
+    return target, lineage
 
 
 def quiet_checkpoint_logs() -> None:
@@ -225,35 +234,36 @@ def tune_trial(hyperparameters: dict[str, Any], base: dict[str, Any], interval_s
     source: dict[str, Any] = {"trial_id": trial_id}
     step = 0
     if checkpoint is None:
-        for name in RUN_FILES:
-            (folder / name).unlink(missing_ok=True)  # a restart without checkpoint starts over
+        shutil.rmtree(folder, ignore_errors=True)  # a restart without checkpoint starts over
     else:
-        source = adopt_checkpoint(checkpoint, folder)
-        step = retarget_checkpoint(folder / CHECKPOINT_FILE, config)
+        adopted, source = adopt_checkpoint(checkpoint, folder)
+        step = retarget_checkpoint(adopted, config)
     cloned = source["trial_id"] != trial_id
     while step < config.optim.steps:
-        run = train(config, resume=step > 0, show_progress=False, until_step=step + interval_steps)
-        step = run.step
+        train_job(config, resume=step > 0, until_step=step + interval_steps)
+        trained = load_trained(str(folder))
+        step = trained.step
+        latest = Path(str(latest_checkpoint(str(folder))))
+        schedule = safe_torch_load((latest / OPTIMIZER_FILE).read_bytes(), "optimizer state")["scheduler"]
         metrics = {
             "step": step,
             **tuned,
-            **validation_scores(run),
-            "optimizer_lr": run.optimizer.param_groups[0]["lr"],
-            "base_lr": run.scheduler.base_lrs[0],
+            **validation_scores(trained),
+            "optimizer_lr": schedule["_last_lr"][0],
+            "base_lr": schedule["base_lrs"][0],
             "cloned_from": source["trial_id"] if cloned else "",
             "cloned_lr": source.get("lr", math.nan) if cloned else math.nan,
             "cloned_distill_weight": source.get(DISTILL_WEIGHT, math.nan) if cloned else math.nan,
         }
         cloned = False
         with tempfile.TemporaryDirectory() as staging:
-            for name in RUN_FILES:
-                shutil.copy2(folder / name, Path(staging) / name)
+            shutil.copytree(latest, staging, dirs_exist_ok=True)
             (Path(staging) / LINEAGE_FILE).write_text(json.dumps({"trial_id": trial_id, "step": step, **tuned}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staging))
 
 
 # --------------------------------------------------------------------------- driver side
-def validate_settings(config: TrainConfig, **settings: Any) -> TuneSettings:
+def validate_settings(config: JobConfig, **settings: Any) -> TuneSettings:
     try:
         validated = TuneSettings.model_validate(settings)
     except ValidationError as exc:
@@ -295,15 +305,17 @@ def build_scheduler(settings: TuneSettings, bounds: dict[str, tuple[float, float
     )
 
 
-def install_winner(checkpoint_dir: Path, config: TrainConfig, winner_hyperparameters: dict[str, float]) -> None:
+def install_winner(checkpoint_dir: Path, config: JobConfig, winner_hyperparameters: dict[str, float]) -> None:
     """Copy the winning checkpoint into ``config.run_dir`` as an ordinary run with the winner's config."""
-    run_config = trial_config(config, config.run_dir, winner_hyperparameters)
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)
-    state["config"] = run_config.model_dump(mode="json")
-    save_checkpoint(state, config.run_dir / CHECKPOINT_FILE)
-    shutil.copy2(checkpoint_dir / METRICS_FILE, config.run_dir / METRICS_FILE)
-    dump_config(run_config, config.run_dir / CONFIG_FILE)
+    run_config = trial_config(config, Path(config.run_dir), winner_hyperparameters)
+    lineage = json.loads((checkpoint_dir / LINEAGE_FILE).read_text())
+    run_dir = Path(config.run_dir)
+    target = run_dir / checkpoint_name(int(lineage["step"]))
+    shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+    (target / LINEAGE_FILE).unlink()
+    (target / CONFIG_FILE).write_text(config_yaml(run_config))
+    shutil.copy2(target / METRICS_FILE, run_dir / METRICS_FILE)
+    (run_dir / CONFIG_FILE).write_text(config_yaml(run_config))
 
 
 SCHEDULE_COLUMNS = (
@@ -345,7 +357,7 @@ def summarize(schedule: pd.DataFrame) -> list[TrialSummary]:
 
 
 def tune_training(
-    config: TrainConfig,
+    config: JobConfig,
     scheduler: Literal["pbt", "pb2"],
     population: int = 4,
     interval_steps: int | None = None,
@@ -371,7 +383,7 @@ def tune_training(
         resample_probability=resample_probability,
         synchronous=synchronous,
     )
-    run_dir = config.run_dir.expanduser().absolute()
+    run_dir = Path(config.run_dir).expanduser().absolute()
     config = config_from_dict({**config.model_dump(mode="json"), "run_dir": str(run_dir)}, "config")
     if config.data.path is not None:  # trials run with the trial folder as working directory
         config = config_from_dict(
@@ -380,7 +392,7 @@ def tune_training(
             "config",
         )
     tune_dir = run_dir / TUNE_FOLDER
-    if (run_dir / CHECKPOINT_FILE).exists() or tune_dir.exists():
+    if latest_checkpoint(str(run_dir)) is not None or tune_dir.exists():
         raise NasfleetError(f"{run_dir} already holds a run; choose another run_dir for --tune")
     bounds = hyperparameter_bounds(config, settings)
     members = initial_population(config, bounds, settings.population)

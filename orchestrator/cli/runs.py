@@ -1,0 +1,96 @@
+"""``nasfleet evaluate`` and ``nasfleet export``: read a trained run (a folder or a storage URI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.markup import escape
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.cli.common import console, print_results, results_json
+
+if TYPE_CHECKING:
+    from nasfleet.supernet import Arch, SearchSpace
+
+RUN_HELP = "Run written by `nasfleet train`: a folder or a storage URI (s3://bucket/runs/x)."
+
+
+def evaluate(
+    run: str = typer.Option(..., "--run", help=RUN_HELP),
+    split: list[str] = typer.Option(["val"], help="Data split(s): train, val or test; repeat for several."),
+    random_subnets: int = typer.Option(3, "--random", help="How many random subnets besides the bounds."),
+    seed: int = typer.Option(0, help="Seed for the random subnets."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    actors: int = typer.Option(0, help="Evaluate on this many Ray actors sharing one copy of the weights (0: here)."),
+    ray_address: Optional[str] = typer.Option(None, help="With --actors: the Ray cluster to join (default: a local one)."),
+) -> None:
+    """Accuracy, MFLOPs and params of the smallest, largest and a few random subnets."""
+    from nasfleet.orchestrator.evaluate.evaluator import standard_subnets, subnet_evaluator
+    from nasfleet.orchestrator.evaluate.trained import load_trained
+
+    if random_subnets < 0 or actors < 0:
+        raise NasfleetError("--random and --actors must be 0 or more")
+    trained = load_trained(run)
+    archs, roles = standard_subnets(trained.space, random_subnets, seed)
+    with subnet_evaluator(trained, actors, tuple(split), ray_address) as evaluator:
+        results = evaluator.evaluate(archs, roles)
+    if as_json:
+        typer.echo(results_json(results))
+    else:
+        print_results(results, f"{run} — step {trained.step}")
+
+
+def parse_arch(text: str, space: SearchSpace) -> Arch:
+    """'smallest', 'largest', an arch JSON string, or @file.json; validated against ``space``."""
+    from nasfleet.supernet import arch_from_json
+
+    if text in ("smallest", "largest"):
+        return space.smallest() if text == "smallest" else space.largest()
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise NasfleetError(f"architecture file {path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NasfleetError(f"cannot read architecture file {path}: {exc}") from None
+    return space.validate(arch_from_json(text))
+
+
+def export(
+    run: str = typer.Option(..., "--run", help=RUN_HELP),
+    arch: Optional[str] = typer.Option(None, help="'smallest', 'largest', an arch JSON string, or @file.json (default: largest)."),
+    pareto: Optional[int] = typer.Option(None, help="Export the K-th subnet (1 = cheapest) of a search's Pareto front instead."),
+    search_name: str = typer.Option("search", "--search", help="Which search's front --pareto reads (RUN/search/NAME)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write model.pt and arch.json into."),
+) -> None:
+    """Extract one subnet (with its own BN statistics) as a standalone torch module."""
+    from nasfleet.orchestrator.evaluate.subnets import evaluate_arch
+    from nasfleet.orchestrator.evaluate.trained import load_trained
+    from nasfleet.orchestrator.subnet_search.experiment import search_folder
+    from nasfleet.orchestrator.subnet_search.pareto_report import front_member
+    from nasfleet.supernet import extract, recalibrate_batchnorm, save_subnet
+
+    if arch is not None and pareto is not None:
+        raise NasfleetError("give either --arch or --pareto, not both")
+    if out.exists() and not out.is_dir():
+        raise NasfleetError(f"--out {out} is a file; give a folder")
+    trained = load_trained(run)
+    if pareto is not None:
+        _, chosen = front_member(search_folder(run, search_name), pareto)
+        trained.space.validate(chosen)
+    else:
+        chosen = parse_arch(arch or "largest", trained.space)
+    recalibrate_batchnorm(trained.model, chosen, trained.calibration_batches())
+    subnet = extract(trained.model, trained.space, chosen).eval()
+    try:
+        save_subnet(subnet, trained.space, chosen, out)
+    except OSError as exc:
+        raise NasfleetError(f"cannot write {out}: {exc.strerror or exc}") from None
+    result = evaluate_arch(trained, chosen, ("test",), "exported")
+    console.print(
+        f"exported {escape(chosen.describe())} to {out}: {result.mflops:.3f} MFLOPs, {result.params:,} params, "
+        f"test accuracy {100 * result.accuracy['test']:.2f}%"
+    )

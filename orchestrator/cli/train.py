@@ -1,0 +1,198 @@
+"""``nasfleet train`` and ``nasfleet demo``: a job config, a few shortcuts, dotted overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.cli.common import console, demo_config, key_values, print_results
+
+if TYPE_CHECKING:
+    from nasfleet.orchestrator.config import JobConfig
+    from nasfleet.orchestrator.launch.job import JobOutcome
+
+WORKERS_HELP = "Shortcut: 0 trains in this process (launch.kind=local); N ≥ 1 runs N Ray Train workers, each a DeepSpeed rank."
+DEEPSPEED_HELP = "DeepSpeed config file (JSON/YAML, see cluster_configs/deepspeed/), read into launch.deepspeed."
+STORAGE_HELP = "Shortcut: keep the run under this shared folder or storage URI (s3://...): run_dir becomes STORAGE/<name>."
+METRICS_HELP = "Serve Prometheus metrics on 127.0.0.1:PORT (in this process; with Ray, the local cluster's export port)."
+LAUNCHER_HELP = (
+    "Shortcut for launch.kind: local, ray, or mpi / torchrun (this process is one rank of a job started by "
+    "`mpiexec -n N` or `torchrun --nproc-per-node N`)."
+)
+SET_HELP = "Override any config field with a dotted path, e.g. --set optim.steps=300 --set launch.threads=2; repeatable."
+TUNE_HELP = "Tune the learning rate and distillation weight with a population (Ray Tune): pbt or pb2."
+
+
+def shortcut_overrides(
+    *, run_dir: Optional[str] = None, steps: Optional[int] = None, workers: Optional[int] = None,
+    launcher: Optional[str] = None, ray_address: Optional[str] = None, max_failures: Optional[int] = None,
+    gpu: Optional[bool] = None, metrics_port: Optional[int] = None, comm_calibration: Optional[Path] = None,
+    comm_topology: Optional[str] = None,
+) -> list[str]:
+    """The dotted overrides the command-line shortcuts stand for."""
+    overrides: list[str] = []
+    if run_dir is not None:
+        overrides.append(f"run_dir={run_dir}")
+    if steps is not None:
+        overrides.append(f"optim.steps={steps}")
+    if workers is not None:
+        overrides += ["launch.kind=local"] if workers == 0 else ["launch.kind=ray", f"launch.workers={workers}"]
+    if launcher is not None:
+        if launcher not in ("local", "ray", "mpi", "torchrun"):
+            raise NasfleetError(f"unknown launcher {launcher!r} (expected local, ray, mpi or torchrun)")
+        overrides.append(f"launch.kind={launcher}")
+    for key, value in (
+        ("launch.ray_address", ray_address), ("launch.max_failures", max_failures), ("launch.metrics_port", metrics_port),
+        ("launch.comm.calibration", comm_calibration), ("launch.comm.topology", comm_topology),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if gpu:
+        overrides.append("launch.gpu=true")
+    return overrides
+
+
+def job_from_command_line(
+    base: JobConfig, overrides: list[str], strategy: Optional[str], strategy_params: dict[str, object],
+    deepspeed: Optional[Path], storage_path: Optional[str],
+) -> JobConfig:
+    """``base`` with the shortcuts and ``--set`` overrides applied, validated once."""
+    from nasfleet.orchestrator.config import config_from_dict, with_overrides
+    from nasfleet.orchestrator.launch.validate import read_deepspeed_file
+    from nasfleet.orchestrator.storage import join
+
+    job = with_overrides(base, overrides)
+    update: dict[str, object] = {}
+    if strategy is not None or strategy_params:
+        name = strategy or job.strategy.name
+        # A new strategy starts from its own defaults; parameters given here override either.
+        params = {} if name != job.strategy.name else dict(job.strategy.params)
+        update["strategy"] = {"name": name, "params": {**params, **strategy_params}}
+    data = job.model_dump(mode="json")
+    if deepspeed is not None:
+        data["launch"]["deepspeed"] = read_deepspeed_file(deepspeed)
+    if storage_path is not None:
+        data["run_dir"] = join(storage_path, job.run_name)
+    if not update and deepspeed is None and storage_path is None:
+        return job
+    return config_from_dict({**data, **update}, "config with command-line overrides")
+
+
+def report_job(outcome: JobOutcome, title: str) -> None:
+    print_results(outcome.results, title)
+    console.print(f"run folder: {outcome.run_folder}   results (Parquet): {outcome.results_folder}")
+
+
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML job config (see orchestrator/configs/demo.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: bool = typer.Option(False, help="Continue the run in the config's run_dir from its last checkpoint."),
+    run_dir: Optional[str] = typer.Option(None, help="Shortcut for --set run_dir=... (a folder or a storage URI)."),
+    steps: Optional[int] = typer.Option(None, help="Shortcut for --set optim.steps=N."),
+    strategy: Optional[str] = typer.Option(None, help="The training strategy (it starts from its own default parameters)."),
+    strategy_param: list[str] = typer.Option([], help="Strategy parameter KEY=VALUE (e.g. num_random=3); repeatable."),
+    progress: bool = typer.Option(True, help="Show a progress bar (training in this process)."),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
+    launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP),
+    deepspeed: Optional[Path] = typer.Option(None, help=DEEPSPEED_HELP),
+    storage_path: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    ray_address: Optional[str] = typer.Option(None, help="Shortcut for launch.ray_address (default $RAY_ADDRESS, else a local cluster)."),
+    max_failures: Optional[int] = typer.Option(None, help="Shortcut for launch.max_failures (worker-group restarts)."),
+    gpu: bool = typer.Option(False, help="Shortcut for launch.gpu: one GPU per rank, NCCL all-reduce."),
+    metrics_port: Optional[int] = typer.Option(None, help=METRICS_HELP),
+    comm_calibration: Optional[Path] = typer.Option(None, help="Shortcut for launch.comm.calibration (`nasfleet comm calibrate`)."),
+    comm_topology: Optional[str] = typer.Option(None, help="Shortcut for launch.comm.topology: predict the all-reduce on this fabric."),
+    tune: Optional[str] = typer.Option(None, "--tune", help=TUNE_HELP),
+    population: int = typer.Option(4, help="--tune: how many trainings run in the population."),
+    tune_interval: Optional[int] = typer.Option(None, help="--tune: steps between perturbations (default: steps/6)."),
+) -> None:
+    """Train a supernet as its job config says (here, on Ray, or as MPI/torchrun ranks), then evaluate its subnets."""
+    from nasfleet.orchestrator.config import load_config
+
+    if workers is not None and workers < 0:
+        raise NasfleetError(f"--workers must be 0 or more, got {workers}")
+    overrides = shortcut_overrides(
+        run_dir=run_dir, steps=steps, workers=workers, launcher=launcher, ray_address=ray_address,
+        max_failures=max_failures, gpu=gpu, metrics_port=metrics_port, comm_calibration=comm_calibration,
+        comm_topology=comm_topology,
+    )
+    job = job_from_command_line(
+        load_config(config), [*overrides, *set_], strategy, key_values(strategy_param, "--strategy-param"),
+        deepspeed, storage_path,
+    )
+    if tune is not None:
+        if job.launch.kind != "local" or resume:
+            raise NasfleetError("--tune trains single-process trials: it cannot be combined with Ray/MPI launch or --resume")
+        _train_tuned(job, tune, population, tune_interval)
+        return
+    from nasfleet.orchestrator.launch.job import run_job
+    from nasfleet.orchestrator.metrics import prometheus_metrics
+
+    endpoint = None
+    if job.launch.metrics_port is not None and job.launch.kind == "local":
+        endpoint = prometheus_metrics(job.launch.metrics_port)
+        console.print(f"metrics: {endpoint.url}")
+    outcome = run_job(job, resume=resume, show_progress=progress, metrics=endpoint.metrics if endpoint else None)
+    if outcome is not None:
+        report_job(outcome, f"{job.run_name} after {outcome.step} steps")
+
+
+def _train_tuned(job: JobConfig, scheduler: str, population: int, interval: Optional[int]) -> None:
+    """``train --tune``: a population of single-process trainings; the winner becomes the run."""
+    from rich.table import Table
+
+    from nasfleet.orchestrator.tuning.population import tune_training
+
+    outcome = tune_training(job, scheduler, population, interval, job.launch.ray_address)  # type: ignore[arg-type]
+    table = Table(title=f"{scheduler.upper()}: {len(outcome.trials)} trials, {job.optim.steps} steps each")
+    for column in ("trial", "final lr", "distill weight", "score", "exploits", ""):
+        table.add_column(column, justify="left" if column in ("trial", "") else "right")
+    for t in outcome.trials:
+        weight = "-" if t.distill_weight is None else f"{t.distill_weight:.3f}"
+        mark = "winner" if t.trial == outcome.winner else ""
+        table.add_row(t.trial, f"{t.lr:.4g}", weight, f"{100 * t.score:.2f}%", str(t.exploits), mark)
+    console.print(table)
+    console.print(
+        f"winner {outcome.winner} installed as the run in {outcome.run_dir}; schedules: {outcome.schedule_path} "
+        f"({outcome.wall_time_s:.0f} s)"
+    )
+
+
+def demo(
+    run_dir: str = typer.Option("runs/demo", help="Where the demo run is written (resumed if present)."),
+    steps: Optional[int] = typer.Option(None, help="Override the demo's number of optimizer steps."),
+    workers: int = typer.Option(2, help=WORKERS_HELP),
+    search_evaluations: int = typer.Option(24, "--search", help="Subnets the closing search evaluates (0: no search)."),
+) -> None:
+    """Train the demo supernet on the bundled digits set, print its subnets' accuracy, then search its Pareto front."""
+    from nasfleet.orchestrator.config import with_overrides
+    from nasfleet.orchestrator.launch.job import run_job
+    from nasfleet.orchestrator.train.checkpoints import has_checkpoint
+
+    if workers < 0 or search_evaluations < 0:
+        raise NasfleetError("--workers and --search must be 0 or more")
+    job = with_overrides(demo_config(), shortcut_overrides(run_dir=run_dir, steps=steps, workers=workers))
+    where = f"{workers} Ray Train + DeepSpeed workers on a local Ray cluster" if workers else "this process"
+    console.print(f"demo: {job.strategy.name} training of a {job.space.name} supernet on {job.data.dataset}, {where}")
+    outcome = run_job(job, resume=has_checkpoint(job.run_dir))
+    assert outcome is not None  # only MPI/torchrun ranks other than 0 get None
+    report_job(outcome, f"demo supernet after {outcome.step} steps")
+    if search_evaluations:
+        _demo_search(outcome.run_folder, search_evaluations)
+
+
+def _demo_search(run: str, evaluations: int) -> None:
+    """A short NSGA-II search over the demo supernet's subnets (resumed, so a rerun evaluates nothing twice)."""
+    from nasfleet.orchestrator.cli.search import print_front
+    from nasfleet.orchestrator.evaluate.trained import load_trained
+    from nasfleet.orchestrator.subnet_search.experiment import SETTINGS_FILE, run_search, search_folder, search_settings
+    from nasfleet.orchestrator.storage import is_file, join
+
+    settings = search_settings(name="demo", searcher="nsga2", evaluations=evaluations, objectives=["mflops"])
+    console.print(f"demo search: {evaluations} subnets, NSGA-II proposing Ray Tune trials, accuracy vs MFLOPs")
+    resume = is_file(join(search_folder(run, settings.name), SETTINGS_FILE))
+    outcome = run_search(load_trained(run), run, settings, resume=resume)
+    print_front(outcome, tuple(settings.objectives), run)

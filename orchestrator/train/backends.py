@@ -1,0 +1,181 @@
+"""How a step's gradients are reduced and applied: the one seam between the loop and parallelism.
+
+The training loop is the same for one process and for many: it calls ``backward`` for each
+task's loss and ``step`` once per optimizer step. :class:`TorchBackend` is plain torch in one
+process (world size 1). :class:`DeepSpeedBackend` is DeepSpeed's engine for data parallelism:
+with ``managed_gradient_accumulation: false`` every subnet's backward accumulates locally and
+``engine.step()`` all-reduces the whole supernet gradient once, then updates, so all ranks keep
+identical parameters while each trains its own subnets.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.train.checkpoints import OPTIMIZER_FOLDER, BackendName
+from nasfleet.orchestrator.train.deepspeed_ops import prepare_deepspeed_cpu
+from nasfleet.orchestrator.train.safe_load import safe_torch_load, use_safe_loading
+
+ENGINE_TAG = "engine"
+OPTIMIZER_FILE = f"{OPTIMIZER_FOLDER}/optimizer.pt"
+"""The torch backend's optimizer and LR-schedule state inside a checkpoint folder."""
+
+
+class TrainingBackend(Protocol):
+    name: BackendName
+    model: nn.Module
+    """What a forward pass calls (the DeepSpeed engine, or the module itself)."""
+    module: nn.Module
+    """The trained module itself: what checkpoints save and evaluation loads."""
+    device: torch.device
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> float:
+        """Reduce and apply this step's gradients, advance the schedule, clear the gradients.
+
+        Returns the seconds spent in the gradient all-reduce (0 in one process).
+        """
+        ...
+
+    def lr(self) -> float: ...
+
+    def save(self, folder: Path, rank: int) -> None:
+        """Write this rank's optimizer state under ``folder/optimizer/`` (every rank calls it)."""
+        ...
+
+    def load(self, folder: Path, rank: int) -> None: ...
+
+
+class TorchBackend:
+    """One process: ``loss.backward()``, then the optimizer and LR-schedule steps."""
+
+    name: BackendName = "torch"
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+    ) -> None:
+        self.model = self.module = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.device = torch.device("cpu")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return 0.0
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def save(self, folder: Path, rank: int) -> None:
+        (folder / OPTIMIZER_FOLDER).mkdir(parents=True, exist_ok=True)
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        torch.save(state, folder / OPTIMIZER_FILE)
+
+    def load(self, folder: Path, rank: int) -> None:
+        path = folder / OPTIMIZER_FILE
+        if not path.is_file():
+            raise NasfleetError(f"checkpoint {folder} has no {OPTIMIZER_FILE}: it was not written by one process")
+        state = safe_torch_load(path.read_bytes(), f"checkpoint file {path}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise NasfleetError(f"checkpoint file {path} does not match this job's optimizer ({type(exc).__name__})") from None
+
+
+class AllReduceTimer:
+    """Times the engine's gradient all-reduce inside ``engine.step()``.
+
+    With ZeRO stage 0/1 and trainer-managed accumulation, ``step()`` calls
+    ``allreduce_gradients()`` once; wrapping that bound method measures the
+    communication alone. (ZeRO-2 reduces during backward, so there it stays at 0.)
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.seconds = 0.0
+        inner = engine.allreduce_gradients
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        engine.allreduce_gradients = timed
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def deepspeed_config_for(settings: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The job's DeepSpeed settings plus what the trainer owns: batch sizes and accumulation."""
+    merged = {k: v for k, v in settings.items() if k != "train_batch_size"}
+    # ZeRO partitions any torch optimizer's state, but refuses ones outside its own list
+    # unless told; the plain SGD passed here is one of those.
+    merged.setdefault("zero_allow_untested_optimizer", True)
+    merged.update(
+        train_micro_batch_size_per_gpu=batch_size,
+        gradient_accumulation_steps=1,
+        managed_gradient_accumulation=False,
+        steps_per_print=10**9,
+    )
+    return merged
+
+
+class DeepSpeedBackend:
+    """A DeepSpeed engine around the module (the process group exists already)."""
+
+    name: BackendName = "deepspeed"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        settings: dict[str, Any],
+        batch_size: int,
+    ) -> None:
+        import deepspeed
+
+        prepare_deepspeed_cpu()
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config_for(settings, batch_size)
+        )
+        use_safe_loading(self.engine)
+        self.model = self.engine
+        self.module = self.engine.module
+        self.device = self.engine.device
+        self.scheduler = scheduler
+        self._allreduce = AllReduceTimer(self.engine)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
+        self.engine.step()  # the gradient all-reduce, then the optimizer and LR-schedule step
+        return self._allreduce.take()
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def save(self, folder: Path, rank: int) -> None:
+        self.engine.save_checkpoint(str(folder / OPTIMIZER_FOLDER), tag=ENGINE_TAG)
+
+    def load(self, folder: Path, rank: int) -> None:
+        if not (folder / OPTIMIZER_FOLDER / ENGINE_TAG).is_dir():
+            raise NasfleetError(f"checkpoint {folder} has no DeepSpeed engine state: it was written by one process")
+        self.engine.load_checkpoint(str(folder / OPTIMIZER_FOLDER), tag=ENGINE_TAG)

@@ -1,0 +1,256 @@
+"""Nothing a local Ray cluster started by nasfleet (or by the README's `ray start`) listens beyond loopback.
+
+Each test starts real processes and lists the listening sockets of the whole process tree
+while everything is up: the driver, GCS, raylet, agents, dashboard, Ray Train's controller
+and workers, and the gloo process group between the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+from nasfleet.orchestrator.launch.ray_cluster import ListeningSocket, listening_sockets, loopback_cluster
+
+pytestmark = pytest.mark.slow
+
+PYTHON = sys.executable
+RAY = str(Path(sys.executable).with_name("ray"))
+STARTUP_S = 90.0
+T = TypeVar("T")
+
+TRAIN_DRIVER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from nasfleet.orchestrator.launch.ray_cluster import connect_ray, loopback_cluster
+    from nasfleet.orchestrator.launch.torch_rendezvous import NodeAddressTorchConfig
+
+    def train(config):
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(1)
+        total = torch.ones(1)
+        dist.all_reduce(total)
+        if ray.train.get_context().get_world_rank() == 0:
+            Path(config["ready"]).write_text(str(total.item()))
+        time.sleep(config["hold_s"])
+
+    ready, hold_s, metrics_port = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    connect_ray(None, metrics_export_port=metrics_port)
+    node = ray._private.worker._global_node
+    pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    print("PIDS " + json.dumps(pids), flush=True)
+    TorchTrainer(
+        train,
+        train_loop_config={"ready": ready, "hold_s": hold_s},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        torch_config=NodeAddressTorchConfig(backend="gloo"),
+        run_config=RunConfig(
+            name="loopback",
+            storage_path=str(Path(ready).parent / "runs"),
+            worker_runtime_env={"env_vars": loopback_cluster().worker_env},
+        ),
+    ).fit()
+    print("TRAINED", flush=True)
+    """
+)
+
+JOIN_DRIVER = textwrap.dedent(
+    """
+    import sys
+    import ray
+
+    ray.init(address=sys.argv[1], configure_logging=False)
+    print("JOINED", ray.get(ray.remote(lambda: ray.util.get_node_ip_address()).remote()), flush=True)
+    """
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without what would join another cluster or pre-set the loopback settings."""
+    dropped = {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", *loopback_cluster().ray_env}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    return env | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"} | extra
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def external_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses (a GCS reachable there is what the audit found)."""
+    return [
+        a.address
+        for addresses in psutil.net_if_addrs().values()
+        for a in addresses
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
+
+
+class Output:
+    """A process's output, read on a thread so that it never blocks on a full pipe."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        self._stdout = process.stdout
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._stdout:
+            self.lines.append(line)
+
+    def first(self, prefix: str) -> str | None:
+        return next((line for line in self.lines if line.startswith(prefix)), None)
+
+    def tail(self) -> str:
+        return "".join(self.lines[-40:])
+
+
+def wait_for(
+    condition: Callable[[], T], process: subprocess.Popen[str], output: Output, what: str, timeout_s: float = STARTUP_S
+) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        if process.poll() is not None:
+            pytest.fail(f"exited ({process.returncode}) before {what}:\n{output.tail()}")
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within {timeout_s:.0f} s:\n{output.tail()}")
+
+
+def processes(pids: list[int]) -> list[psutil.Process]:
+    """The live ones of these processes and their descendants, as psutil handles (safe from pid reuse)."""
+    found: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            found += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def end_tree(started: list[psutil.Process]) -> None:
+    """Kill what this test started, by process (never `ray stop`: it kills every Ray on the machine)."""
+    tree = started + [child for p in started if p.is_running() for child in processes([p.pid])]
+    for process in tree:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=10)
+
+
+def assert_loopback_only(sockets: list[ListeningSocket], must_include: list[str]) -> None:
+    exposed = [s for s in sockets if not s.on_loopback]
+    assert not exposed, "listening beyond loopback:\n" + "\n".join(map(str, exposed))
+    names = {s.process for s in sockets}
+    for name in must_include:  # the scan saw the processes it is meant to check
+        assert any(name in n for n in names), f"no listening socket of {name} among {sorted(names)}"
+
+
+def assert_unreachable_outside(port: int) -> None:
+    for address in external_addresses():
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=2).close()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """Ray's socket paths live under its temp dir and must stay under ~107 characters."""
+    folder = Path(tempfile.mkdtemp(prefix="nfloop", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_connect_ray_local_cluster_and_gloo_training_listen_on_loopback_only(short_tmp: Path) -> None:
+    ready, metrics_port = short_tmp / "ready", free_port()
+    driver = subprocess.Popen(
+        [PYTHON, "-c", TRAIN_DRIVER, str(ready), "6", str(metrics_port)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output, started = Output(driver), processes([driver.pid])
+    try:
+        line = wait_for(lambda: output.first("PIDS "), driver, output, "the Ray processes' pids")
+        ray_pids = json.loads(line.removeprefix("PIDS "))
+        started += processes(ray_pids)
+        wait_for(ready.exists, driver, output, "the all-reduce")
+        sockets = listening_sockets([driver.pid, *ray_pids])
+        assert_loopback_only(sockets, ["gcs_server", "raylet", "DashboardAgent", "RuntimeEnvAgent", "RayTrainWo"])
+        assert metrics_port in {s.port for s in sockets}, "the Prometheus export port is not served"
+        assert_unreachable_outside(next(s.port for s in sockets if s.process == "gcs_server"))
+        assert ready.read_text() == "2.0"
+        assert driver.wait(timeout=STARTUP_S) == 0, output.tail()
+        assert output.first("TRAINED"), output.tail()
+    finally:
+        end_tree(started)
+        driver.wait(timeout=10)
+
+
+def test_ray_start_head_with_the_readme_flags_listens_on_loopback_only(short_tmp: Path) -> None:
+    port = free_port()
+    token = short_tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    # The head turns token auth on when it finds a token; a driver given an address must be told.
+    env = clean_env(**loopback_cluster().ray_env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    head = subprocess.Popen(
+        [
+            RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+            f"--port={port}", f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=1", f"--temp-dir={short_tmp}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output, started = Output(head), processes([head.pid])
+    try:
+        wait_for(lambda: any("Ray runtime started" in line for line in output.lines), head, output, "the head")
+        started = processes([head.pid])
+        joined = subprocess.run(
+            [PYTHON, "-c", JOIN_DRIVER, f"127.0.0.1:{port}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_S,
+        )
+        assert "JOINED 127.0.0.1" in joined.stdout, joined.stdout + joined.stderr
+        sockets = listening_sockets([head.pid])
+        assert_loopback_only(sockets, ["gcs_server", "raylet", "DashboardAgent", "RuntimeEnvAgent"])
+        assert port in {s.port for s in sockets if s.process == "gcs_server"}
+        assert_unreachable_outside(port)
+    finally:
+        end_tree(started)
+        head.wait(timeout=10)
