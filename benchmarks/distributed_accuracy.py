@@ -61,8 +61,8 @@ def kill_one_worker_after_first_checkpoint(run_dir: Path, done: threading.Event)
         except (FileNotFoundError, json.JSONDecodeError):
             pass
         time.sleep(0.2)
-    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
-    workers = [p for p in psutil.Process(raylet).children(recursive=True) if "RayTrainWorker" in p.name()]
+    # This process started the local cluster, so Ray's raylet and its workers descend from it.
+    workers = [p for p in psutil.Process().children(recursive=True) if "RayTrainWorker" in p.name()]
     if done.is_set() or not workers:
         return None
     workers[-1].send_signal(signal.SIGKILL)

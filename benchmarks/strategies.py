@@ -54,6 +54,7 @@ def main() -> None:
         "steps": steps,
         "seed": args.seed,
         "batch_size": comparison.batch_size,
+        "threads": comparison.threads,
         "summaries": [s.row() for s in comparison.summaries],
         "bootstrap_resamples": comparison.bootstrap_resamples,
         "standalone": [

@@ -14,6 +14,8 @@ from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.metrics import TrainingMetrics
 
+pytest_plugins = ["s3_server"]
+
 TINY_SPACE = {
     "name": "mbconv",
     "stem_width": 8,

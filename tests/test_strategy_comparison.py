@@ -14,15 +14,20 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from scipy import stats
+from typer.testing import CliRunner
 
 from conftest import tiny_config
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate.subnets import evaluate_arch, load_trained
+from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
+from nasfleet.research.cli import bench_app
 from nasfleet.research.standalone import ImageScores, StandaloneCache, standalone_results
 from nasfleet.research.ranking_stats import bootstrap_indices, kendall_tau_b, rank_correlations, ranking_statistics
 from nasfleet.research.comparison import (
+    DEFAULT_SUBNETS,
+    MIN_SUBNETS,
     NESTED_KEEP,
+    RUN_RECORD_FILE,
     StrategyComparison,
     compare_strategies,
     fixed_subnets,
@@ -30,9 +35,8 @@ from nasfleet.research.comparison import (
     strategy_params,
 )
 from nasfleet.research.report import findings, fixed_scores, render_doc
-from nasfleet.orchestrator.train.trainer import space_for_data
-from nasfleet.strategies import build_strategy
-from nasfleet.strategies.registry import STRATEGIES
+from nasfleet.orchestrator.train import SUPERNET_FILE, completed_checkpoints, job_space
+from nasfleet.strategies import STRATEGIES, build_strategy, strategy_class
 
 NASFLEET = Path(sys.executable).parent / "nasfleet"
 STEPS = 6
@@ -144,7 +148,7 @@ def test_bootstrap_interval_contains_the_point_estimate_and_is_seeded() -> None:
 
 def test_fixed_subnets_span_the_space_and_are_seeded(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
-    space = space_for_data(config, load_data(config.data))
+    space = job_space(config)
     chosen = fixed_subnets(space, 9, seed=4)
     roles = [role for role, _ in chosen]
     archs = [arch for _, arch in chosen]
@@ -157,11 +161,11 @@ def test_fixed_subnets_span_the_space_and_are_seeded(tmp_path: Path) -> None:
 
 def test_every_registered_strategy_can_be_configured_for_a_run_length(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
-    space = space_for_data(config, load_data(config.data))
+    space = job_space(config)
     for name in STRATEGIES:
         params = strategy_params(name, config, 40, {})
         build_strategy(name, params, space)  # required run-length parameters are filled in
-        if "total_steps" in STRATEGIES[name].Params.model_fields:
+        if "total_steps" in strategy_class(name).Params.model_fields:
             assert params["total_steps"] == 40
     assert strategy_params("sandwich", config, 40, {}) == config.strategy.params
     assert strategy_params("sandwich", config, 40, {"sandwich": {"num_random": 3}}) == {"num_random": 3}
@@ -169,7 +173,7 @@ def test_every_registered_strategy_can_be_configured_for_a_run_length(tmp_path: 
 
 def test_standalone_cache_serves_the_second_request(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, optim={"steps": 5, "lr": 0.05, "warmup_steps": 1})
-    space = space_for_data(config, load_data(config.data))
+    space = job_space(config)
     cache = StandaloneCache(tmp_path / "cache")
     archs = [space.smallest(), space.largest()]
     first = standalone_results(config, archs, cache)
@@ -186,7 +190,7 @@ def test_standalone_cache_serves_the_second_request(tmp_path: Path) -> None:
 def test_standalone_cache_round_trip_keeps_per_image_results(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, optim={"steps": 5, "lr": 0.05, "warmup_steps": 1})
     data = load_data(config.data)
-    arch = space_for_data(config, data).largest()
+    arch = job_space(config).largest()
     cache = StandaloneCache(tmp_path / "cache")
     # A row of the previous cache format (no protocol, no per-image columns) is never read as a hit.
     old = {"key": "old", "arch": "{}", "arch_desc": "", "mflops": 0.0, "params": 0, "steps": 5, "seed": 0,
@@ -328,15 +332,23 @@ def test_reuse_runs_re_evaluates_a_finished_run_of_the_same_job(tmp_path: Path) 
         )
 
     first = compare(STEPS, "a")  # nothing to reuse yet: trained
-    checkpoint = tmp_path / "runs" / "uniform" / "checkpoint.pt"
-    written = checkpoint.stat().st_mtime_ns
+    run = tmp_path / "runs" / "uniform"
+    checkpoints = completed_checkpoints(str(run))
+    supernet = Path(checkpoints[-1]) / SUPERNET_FILE
+    written = supernet.stat().st_mtime_ns
     again = compare(STEPS, "b")
     assert [s.reused_run for s in (first.summaries[0], again.summaries[0])] == [False, True]
     assert again.summaries[0].run_checkpoint == first.summaries[0].run_checkpoint
-    assert checkpoint.stat().st_mtime_ns == written  # the run folder was not touched
+    assert first.summaries[0].run_checkpoint.startswith(str(supernet))  # evaluated from the newest checkpoint
+    assert completed_checkpoints(str(run)) == checkpoints and supernet.stat().st_mtime_ns == written  # untouched
     assert again.summaries[0].train_wall_s == first.summaries[0].train_wall_s  # the time recorded at training
     assert again.summaries[0].kendall_tau_nll == first.summaries[0].kendall_tau_nll
     assert "†" in again.files["table"].read_text()
+    # Without the record, the time spans the run's config file to the last checkpoint's weights:
+    # both written inside the measured call, so never longer (give or take the file clock's tick).
+    (run / RUN_RECORD_FILE).unlink()
+    unrecorded = compare(STEPS, "b2").summaries[0]
+    assert unrecorded.reused_run and 0 < unrecorded.train_wall_s <= first.summaries[0].train_wall_s + 0.02
     longer = compare(STEPS + 1, "c")  # another job (steps differ): retrained, not reused
     assert not longer.summaries[0].reused_run and longer.summaries[0].run_checkpoint.endswith(f"@step{STEPS + 1}")
     assert not compare(STEPS + 1, "d", reuse=False).summaries[0].reused_run
@@ -392,6 +404,27 @@ def test_cli_runs_a_tiny_comparison_and_writes_the_page(tmp_path: Path) -> None:
     assert "Against `uniform`" in page and "τ on NLL" in page and "bootstrap" in page
     assert (tmp_path / "docs" / "img" / "strategies.png").is_file()
     assert (tmp_path / "results" / "strategies_summary.parquet").is_file()
+
+
+def test_cli_needs_a_folder_for_the_page(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(NASFLEET), "bench", "strategies", "--strategies", "uniform"], capture_output=True, text=True,
+        timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "--out" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, docs/ least of all
+
+
+def test_cli_module_imports_no_ml_stack_and_its_help_states_the_defaults() -> None:
+    code = (
+        "import sys, nasfleet.research.cli; "
+        "print(sorted(m for m in ('torch', 'numpy', 'pyarrow', 'ray', 'nasfleet.orchestrator') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+    shown = CliRunner().invoke(bench_app, ["strategies", "--help"]).output.replace("│", " ")  # no table borders
+    assert f"at least {MIN_SUBNETS}; default: {DEFAULT_SUBNETS}." in " ".join(shown.split())
 
 
 def test_cli_unknown_strategy_is_a_one_line_error(tmp_path: Path) -> None:

@@ -1,4 +1,9 @@
-"""``nasfleet bench``: comparisons that write their results and the page in docs/ that shows them."""
+"""``nasfleet bench``: comparisons that write their results and a page showing them into a folder given.
+
+The product does not import this package: ``nasfleet`` mounts :data:`bench_app` through the
+entry point ``bench`` of the group ``nasfleet.commands``. ``nasfleet --help`` loads this module,
+so it imports only typer and the standard library; the command imports the study when it runs.
+"""
 
 from __future__ import annotations
 
@@ -7,91 +12,41 @@ from typing import Optional
 
 import typer
 
-from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import TrainConfig, load_config
-from nasfleet.research.standalone import StandaloneCache
-from nasfleet.research.comparison import (
-    DEFAULT_SUBNETS,
-    MIN_SUBNETS,
-    StrategyComparison,
-    compare_strategies,
-)
-from nasfleet.research.report import comparison_markdown, render_doc
-from nasfleet.strategies.registry import STRATEGIES
-
 bench_app = typer.Typer(
-    help="Reproducible comparisons that write Parquet results and a page under docs/.",
+    help="Reproducible comparisons that write Parquet results and a Markdown page into a folder.",
     no_args_is_help=True,
     add_completion=False,
 )
 
-DOC_FILE = "strategies.md"
-PLOT_RELPATH = "img/strategies.png"
-
-
-def parse_strategies(text: Optional[str]) -> list[str]:
-    """A comma-separated list of strategy names; ``None`` means every registered strategy."""
-    if text is None:
-        return list(STRATEGIES)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise NasfleetError("--strategies is empty (give names separated by commas)")
-    return names
-
-
-def run_strategy_bench(
-    config: TrainConfig,
-    strategies: list[str],
-    steps: int,
-    seed: int,
-    subnets: int,
-    nested: int,
-    docs_dir: Path,
-    cache_dir: Path,
-    results_dir: Path,
-    work_dir: Path,
-    command: str,
-    reuse_runs: bool = False,
-) -> StrategyComparison:
-    """Compare the strategies, keep the data in ``results_dir`` and write ``docs_dir``/strategies.md.
-
-    ``reuse_runs`` re-evaluates finished supernet runs of the same job found in ``work_dir``
-    instead of retraining them.
-    """
-    comparison = compare_strategies(
-        config, strategies, steps, seed, results_dir, StandaloneCache(cache_dir),
-        num_subnets=subnets, nested_submodels=nested, work_dir=work_dir, plot_path=docs_dir / PLOT_RELPATH,
-        reuse_runs=reuse_runs,
-    )
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    (docs_dir / DOC_FILE).write_text(render_doc(comparison, PLOT_RELPATH, command))
-    return comparison
-
 
 def _command(
     config: Optional[Path], strategies: Optional[str], steps: int, seed: int, subnets: int, nested: int,
-    reuse_runs: bool = False,
+    out: Path, reuse_runs: bool,
 ) -> str:
     """The invocation that reproduces a run, for the page it writes."""
     parts = ["nasfleet bench strategies"]
     parts += [f"--config {config}"] if config else []
     parts += [f"--strategies {strategies}"] if strategies else []
-    parts += [f"--steps {steps} --seed {seed} --subnets {subnets} --nested {nested}"]
+    parts += [f"--steps {steps} --seed {seed} --subnets {subnets} --nested {nested} --out {out}"]
     parts += ["--reuse-runs"] if reuse_runs else []
     return " ".join(parts)
 
 
 @bench_app.command("strategies")
 def strategies_command(
+    out: Path = typer.Option(
+        ..., help="Folder for the page: strategies.md and img/strategies.png (and the data unless --results)."
+    ),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma-separated; default: all registered."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps for every strategy; default: the config's."),
     seed: int = typer.Option(0, help="Seed of the training runs, the stand-alone runs and the fixed subnet set."),
-    subnets: int = typer.Option(DEFAULT_SUBNETS, min=MIN_SUBNETS, help="Size of the fixed (stand-alone) subnet set."),
+    subnets: Optional[int] = typer.Option(
+        None, help="Size of the fixed (stand-alone) subnet set, at least 8; default: 12."
+    ),
     nested: int = typer.Option(100, min=0, help="Nested (SortedNet) sub-models evaluated per supernet; all if fewer."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Job YAML; default: the built-in demo."),
-    out: Path = typer.Option(Path("docs"), help="Docs folder: strategies.md and img/strategies.png go here."),
     cache: Path = typer.Option(Path("benchmarks/results/standalone"), help="Parquet cache of stand-alone results."),
-    results: Path = typer.Option(Path("benchmarks/results"), help="Where the Parquet files and the table go."),
+    results: Optional[Path] = typer.Option(None, help="Where the Parquet files and the table go; default: --out."),
     workdir: Path = typer.Option(Path("runs/strategies"), help="Supernet run folders (one per strategy; replaced unless reused)."),
     reuse_runs: bool = typer.Option(
         False, "--reuse-runs",
@@ -99,14 +54,19 @@ def strategies_command(
     ),
 ) -> None:
     """Train every strategy on one budget; rank correlation with stand-alone training, accuracy, time."""
-    from nasfleet.orchestrator.cli.app import demo_config  # the CLI module mounts this one
+    from nasfleet.orchestrator.cli.common import demo_config
+    from nasfleet.orchestrator.config import load_config
+    from nasfleet.research.comparison import DEFAULT_SUBNETS
+    from nasfleet.research.report import comparison_markdown
+    from nasfleet.research.strategy_bench import DOC_FILE, parse_strategies, run_strategy_bench
 
     base = load_config(config) if config is not None else demo_config()
     names = parse_strategies(strategies)
     chosen_steps = steps if steps is not None else base.optim.steps
+    chosen_subnets = subnets if subnets is not None else DEFAULT_SUBNETS
     comparison = run_strategy_bench(
-        base, names, chosen_steps, seed, subnets, nested, out, cache, results, workdir,
-        _command(config, strategies, chosen_steps, seed, subnets, nested, reuse_runs), reuse_runs,
+        base, names, chosen_steps, seed, chosen_subnets, nested, out, cache, results or out, workdir,
+        _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs), reuse_runs,
     )
     typer.echo(comparison_markdown(comparison))
     typer.echo(f"page: {out / DOC_FILE}   data: {comparison.files['summary']}, {comparison.files['evaluations']}")

@@ -1,14 +1,14 @@
 """Every training strategy on one task with one budget, judged by the same subnets.
 
-Each strategy trains the supernet single-process for the same optimizer steps on the same seeded
-batches (so the same samples seen); what differs is how many subnets a step runs, which the
-results report. Every trained supernet is then evaluated on one fixed, seeded set of subnets
-spanning the space (smallest, largest, and picks spread over the MFLOPs range), whose stand-alone
-results (trained from scratch, cached) are the ground truth for the rank correlations (Kendall τ,
-Spearman ρ) on test accuracy and on test cross-entropy (NLL, a continuous score that still ranks
-when accuracies tie), each τ with a bootstrap interval over test images; and on a family of
-nested sub-models (SortedNet's), where the question is how many keep ≥ 96% of the largest
-member's accuracy.
+Each strategy trains the supernet in this process (whatever the base job's launcher, on its
+``launch.threads``) for the same optimizer steps on the same seeded batches (so the same samples
+seen); what differs is how many subnets a step runs, which the results report. Every trained
+supernet is then evaluated on one fixed, seeded set of subnets spanning the space (smallest,
+largest, and picks spread over the MFLOPs range), whose stand-alone results (trained from
+scratch, cached) are the ground truth for the rank correlations (Kendall τ, Spearman ρ) on test
+accuracy and on test cross-entropy (NLL, a continuous score that still ranks when accuracies
+tie), each τ with a bootstrap interval over test images; and on a family of nested sub-models
+(SortedNet's), where the question is how many keep ≥ 96% of the largest member's accuracy.
 
 The statistics are in :mod:`nasfleet.research.ranking_stats`; the tables, plot and page in
 :mod:`nasfleet.research.report`.
@@ -28,10 +28,17 @@ from typing import Any
 import numpy as np
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.checkpoints import CHECKPOINT_FILE
-from nasfleet.orchestrator.config import TrainConfig, config_from_dict
+from nasfleet.orchestrator.config import JobConfig, config_from_dict
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate.subnets import TrainedSupernet, load_trained
+from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
+from nasfleet.orchestrator.launch import train_job
+from nasfleet.orchestrator.train import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    has_checkpoint,
+    job_space,
+    read_records,
+)
 from nasfleet.research.ranking_stats import Interval, bootstrap_indices, rank_correlations, ranking_statistics
 from nasfleet.research.standalone import (
     ImageScores,
@@ -40,10 +47,7 @@ from nasfleet.research.standalone import (
     score_images,
     standalone_results,
 )
-from nasfleet.orchestrator.train.trainer import CONFIG_FILE, METRICS_FILE, space_for_data, train
-from nasfleet.strategies import build_strategy
-from nasfleet.strategies.registry import STRATEGIES
-from nasfleet.strategies.sorted import SortedStrategy
+from nasfleet.strategies import STRATEGIES, SortedStrategy, build_strategy, strategy_class
 from nasfleet.supernet import Arch, MBConvSpace, SearchSpace, arch_to_json, calibrated_batchnorm
 
 MIN_SUBNETS = 8
@@ -148,6 +152,8 @@ class StrategyComparison:
     subnets: list[tuple[str, Arch]]
     standalone: list[StandaloneResult]
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    threads: int = 1
+    """torch threads of every training run (the job's ``launch.threads``)."""
     summaries: list[StrategySummary] = field(default_factory=list)
     evaluations: list[SubnetEvaluation] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
@@ -200,7 +206,7 @@ def nested_family(space: SearchSpace, params: dict[str, Any], count: int) -> lis
     return [family[i] for i in indices]
 
 
-def strategy_params(name: str, base: TrainConfig, steps: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def strategy_params(name: str, base: JobConfig, steps: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The strategy's parameters: explicit overrides, else the base config's (same strategy), else defaults.
 
     A ``total_steps`` parameter (a schedule over the run) is always the comparison's steps; other
@@ -210,7 +216,7 @@ def strategy_params(name: str, base: TrainConfig, steps: int, overrides: dict[st
         params = dict(overrides[name])
     else:
         params = dict(base.strategy.params) if name == base.strategy.name else {}
-    for field_name, info in STRATEGIES[name].Params.model_fields.items():
+    for field_name, info in strategy_class(name).Params.model_fields.items():
         fill = field_name in RUN_LENGTH_PARAMS and info.is_required() and field_name not in params
         if field_name == "total_steps" or fill:
             params[field_name] = round(RUN_LENGTH_PARAMS[field_name] * steps)
@@ -218,20 +224,23 @@ def strategy_params(name: str, base: TrainConfig, steps: int, overrides: dict[st
 
 
 def _subnets_per_step(run_dir: Path) -> float:
-    """Mean subnets per step, recovered from the run's logged throughput windows."""
+    """Mean subnets per optimizer step of one rank, recovered from the run's logged throughput windows.
+
+    A window's ``subnets_per_s`` counts every rank's subnets over the compute and update time.
+    """
     steps = subnets = 0.0
-    for line in (run_dir / METRICS_FILE).read_text().splitlines():
-        timing = json.loads(line)["timing"]
+    for record in read_records((run_dir / METRICS_FILE).read_text()):
+        timing = record["timing"]
         elapsed = timing["steps"] * (timing["compute_s_per_step"] + timing["update_s_per_step"])
         steps += timing["steps"]
-        subnets += timing["subnets_per_s"] * elapsed
+        subnets += timing["subnets_per_s"] * elapsed / record["world_size"]
     return subnets / steps if steps else math.nan
 
 
 def score_subnet(trained: TrainedSupernet, arch: Arch, splits: Sequence[str]) -> dict[str, ImageScores]:
     """Per-image scores of one subnet of ``trained`` by split, after recalibrating batch norm for it.
 
-    The same recalibration and forward pass as :func:`nasfleet.orchestrator.evaluate.subnets.evaluate_arch`
+    The same recalibration and forward pass as :func:`nasfleet.orchestrator.evaluate.evaluate_arch`
     (so the accuracies agree), keeping each image's outcome and cross-entropy as well.
     """
     trained.space.validate(arch)
@@ -319,32 +328,32 @@ class SupernetRun:
     reused: bool
 
 
-def _same_job(stored: TrainConfig, job: TrainConfig) -> bool:
+def _same_job(stored: JobConfig, job: JobConfig) -> bool:
     """Whether a stored run was trained by ``job``: every setting equal except where the folder is."""
-    def settings(config: TrainConfig) -> dict[str, Any]:
+    def settings(config: JobConfig) -> dict[str, Any]:
         return config.model_dump(mode="json", exclude={"run_dir"})
 
     return settings(stored) == settings(job)
 
 
-def _recorded_train_wall_s(run_dir: Path) -> float:
+def _recorded_train_wall_s(run_dir: Path, trained: TrainedSupernet) -> float:
     """The training wall time recorded when the run was made.
 
-    Runs trained before the record existed fall back to the span from the config file (written as
-    training starts) to the checkpoint's last write (as it ends), which matches the measured time
-    to within milliseconds on the runs that have both.
+    Runs trained before the record existed fall back to the span from the run's config file
+    (written as training starts) to the supernet file of ``trained``'s checkpoint, the last one
+    (written as training ends).
     """
     record = run_dir / RUN_RECORD_FILE
     if record.is_file():
         return float(json.loads(record.read_text())["train_wall_s"])
-    return (run_dir / CHECKPOINT_FILE).stat().st_mtime - (run_dir / CONFIG_FILE).stat().st_mtime
+    return Path(trained.source).stat().st_mtime - (run_dir / CONFIG_FILE).stat().st_mtime
 
 
-def finished_run(job: TrainConfig) -> SupernetRun | None:
-    """The finished run of ``job`` in ``job.run_dir``, or None when there is none, it stopped early,
-    it was trained with other settings, or it cannot be read."""
-    run_dir = job.run_dir
-    if not all((run_dir / name).is_file() for name in (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE)):
+def finished_run(job: JobConfig) -> SupernetRun | None:
+    """The finished run of ``job`` in ``job.run_dir`` (a local folder), or None when there is none, it
+    stopped early, it was trained with other settings, or it cannot be read."""
+    run_dir = Path(job.run_dir)
+    if not has_checkpoint(job.run_dir) or not all((run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE)):
         return None
     try:
         trained = load_trained(run_dir)
@@ -352,21 +361,22 @@ def finished_run(job: TrainConfig) -> SupernetRun | None:
         return None
     if trained.step != job.optim.steps or not _same_job(trained.config, job):
         return None
-    return SupernetRun(run_dir, trained, _recorded_train_wall_s(run_dir), reused=True)
+    return SupernetRun(run_dir, trained, _recorded_train_wall_s(run_dir, trained), reused=True)
 
 
-def supernet_run(job: TrainConfig, reuse: bool) -> SupernetRun:
+def supernet_run(job: JobConfig, reuse: bool) -> SupernetRun:
     """``job``'s supernet: its finished run when ``reuse`` and valid, else trained anew in a cleared folder."""
     if reuse:
         found = finished_run(job)
         if found is not None:
             return found
-    shutil.rmtree(job.run_dir, ignore_errors=True)
+    run_dir = Path(job.run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()
-    train(job, show_progress=False)
+    train_job(job)
     train_wall_s = time.perf_counter() - started
-    (job.run_dir / RUN_RECORD_FILE).write_text(json.dumps({"train_wall_s": train_wall_s}) + "\n")
-    return SupernetRun(job.run_dir, load_trained(job.run_dir), train_wall_s, reused=False)
+    (run_dir / RUN_RECORD_FILE).write_text(json.dumps({"train_wall_s": train_wall_s}) + "\n")
+    return SupernetRun(run_dir, load_trained(run_dir), train_wall_s, reused=False)
 
 
 def _validate(
@@ -390,7 +400,7 @@ def _validate(
 
 
 def compare_strategies(
-    base_config: TrainConfig,
+    base_config: JobConfig,
     strategies: Sequence[str],
     steps: int,
     seed: int,
@@ -421,7 +431,7 @@ def compare_strategies(
     _validate(strategies, steps, num_subnets, nested_submodels, bootstrap_resamples)
     overrides = strategy_overrides or {}
     data = load_data(base_config.data)
-    space = space_for_data(base_config, data)
+    space = job_space(base_config)
     params = {name: strategy_params(name, base_config, steps, overrides) for name in strategies}
     for name in strategies:  # a bad parameter or an unsupported space fails here, not mid-way
         build_strategy(name, params[name], space)
@@ -429,7 +439,7 @@ def compare_strategies(
     sorted_params = strategy_params(SortedStrategy.name, base_config, steps, overrides)
     nested = [(f"nested-{i}", a) for i, a in enumerate(nested_family(space, sorted_params, nested_submodels))]
 
-    def job(name: str | None, **update: Any) -> TrainConfig:
+    def job(name: str | None, **update: Any) -> JobConfig:
         strategy = {"name": name, "params": params[name]} if name else base_config.strategy.model_dump()
         return config_from_dict(
             {
@@ -437,6 +447,8 @@ def compare_strategies(
                 "seed": seed,
                 "strategy": strategy,
                 "optim": {**base_config.optim.model_dump(), "steps": steps},
+                # One process each, whatever the base job's launcher: the wall times compare only so.
+                "launch": {**base_config.launch.model_dump(), "kind": "local"},
                 **update,
             },
             "strategy comparison config",
@@ -444,11 +456,12 @@ def compare_strategies(
 
     standalone = standalone_results(job(None), [a for _, a in subnets], standalone_cache)
     comparison = StrategyComparison(
-        steps, seed, base_config.data.batch_size, len(data.test), subnets, standalone, bootstrap_resamples
+        steps, seed, base_config.data.batch_size, len(data.test), subnets, standalone, bootstrap_resamples,
+        threads=base_config.launch.threads,
     )
     indices = bootstrap_indices(len(data.test), bootstrap_resamples, seed)
     for name in strategies:
-        run = supernet_run(job(name, run_dir=work_dir / name), reuse_runs)
+        run = supernet_run(job(name, run_dir=str(work_dir / name)), reuse_runs)
         fixed_rows = _evaluate(run.trained, name, "fixed", subnets, standalone)
         nested_rows = _evaluate(run.trained, name, "nested", nested, None)
         comparison.evaluations += fixed_rows + nested_rows

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from nasfleet.research.ranking_stats import (
     CONFIDENCE,
@@ -42,7 +41,7 @@ def write_comparison(comparison: StrategyComparison, out_dir: Path, plot_path: P
         pa.Table.from_pylist([e.row() for e in comparison.evaluations]), fs, f"{folder}/{EVALUATIONS_FILE}"
     )
     summary_rows = [{**s.row(), "steps": comparison.steps, "seed": comparison.seed,
-                     "batch_size": comparison.batch_size} for s in comparison.summaries]
+                     "batch_size": comparison.batch_size, "threads": comparison.threads} for s in comparison.summaries]
     write_parquet_atomically(pa.Table.from_pylist(summary_rows), fs, f"{folder}/{SUMMARY_FILE}")
     files["table"] = out_dir / TABLE_FILE
     files["table"].write_text(comparison_markdown(comparison))
@@ -384,7 +383,7 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
         "schedule. A step may run several subnets (gradients accumulate): *subnets/step* is measured from the "
         "run's log, so the compute per step differs and the wall time shows it. Strategies with a schedule over "
         f"the run (`total_steps`) get the same number of steps. Wall times: one process, "
-        f"{torch.get_num_threads()} torch thread(s); compare them within this table only."
+        f"{comparison.threads} torch thread(s); compare them within this table only."
         + (f" Supernet runs reused from an earlier identical job (config, steps and seed checked): "
            f"{', '.join(reused)}; their training times are the ones measured then." if reused else ""),
         f"**Fixed subnet set.** {n} subnets chosen once (seeded): the smallest, the largest, and subnets at evenly "

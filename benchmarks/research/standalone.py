@@ -23,11 +23,11 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from nasfleet.orchestrator.config import TrainConfig
+from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.data import BatchStream, DataSplits, ImageSet, iterate_batches, load_data
-from nasfleet.orchestrator.evaluate.subnets import EVAL_BATCH_SIZE
-from nasfleet.orchestrator.results.store import ParquetLog
-from nasfleet.orchestrator.train.trainer import sgd_with_schedule, space_for_data
+from nasfleet.orchestrator.evaluate import EVAL_BATCH_SIZE
+from nasfleet.orchestrator.results import ParquetLog
+from nasfleet.orchestrator.train import job_space, sgd_with_schedule
 from nasfleet.supernet import Arch, SearchSpace, arch_from_json, arch_to_json
 
 # Bump when the stand-alone recipe or what a row holds changes, so old cache rows stop matching.
@@ -147,8 +147,8 @@ class StandaloneResult:
         )
 
 
-def standalone_key(config: TrainConfig, space: SearchSpace, arch: Arch) -> str:
-    """A hash of everything that determines a stand-alone result (``run_dir`` and strategy do not)."""
+def standalone_key(config: JobConfig, space: SearchSpace, arch: Arch) -> str:
+    """A hash of everything that determines a stand-alone result (``run_dir``, strategy and launch do not)."""
     identity = {
         "protocol": PROTOCOL_VERSION,
         "space": space.config_dict(),
@@ -185,16 +185,19 @@ class StandaloneCache(ParquetLog):
         return path
 
 
-def train_standalone(config: TrainConfig, arch: Arch, data: DataSplits | None = None) -> StandaloneResult:
+def train_standalone(config: JobConfig, arch: Arch, data: DataSplits | None = None) -> StandaloneResult:
     """Train ``arch`` from scratch with the config's recipe; accuracy and NLL on val and test.
 
     The recipe is the supernet trainer's: SGD (Nesterov when momentum > 0), warm-up then cosine,
     the same seeded batches, plain cross-entropy on the labels; batch norm uses batch statistics
-    while training and its running statistics when evaluated. No cache: see :func:`standalone_results`.
+    while training and its running statistics when evaluated. It runs on ``launch.threads`` torch
+    threads, as the supernet's training loop does, so the two wall times compare. No cache: see
+    :func:`standalone_results`.
     """
     data = data if data is not None else load_data(config.data)
-    space = space_for_data(config, data)
+    space = job_space(config)
     space.validate(arch)
+    torch.set_num_threads(config.launch.threads)
     torch.manual_seed(config.seed)
     model = space.build_standalone(arch)
     optimizer, scheduler = sgd_with_schedule(model, config.optim)
@@ -225,14 +228,14 @@ def train_standalone(config: TrainConfig, arch: Arch, data: DataSplits | None = 
 
 
 def standalone_results(
-    config: TrainConfig, archs: Sequence[Arch], cache: StandaloneCache | None = None
+    config: JobConfig, archs: Sequence[Arch], cache: StandaloneCache | None = None
 ) -> list[StandaloneResult]:
     """Each architecture's stand-alone result, read from ``cache`` or trained once and added to it.
 
     Results come back in the order of ``archs``; ``from_cache`` tells which were trained now.
     """
     data = load_data(config.data)
-    space = space_for_data(config, data)
+    space = job_space(config)
     known = cache.lookup() if cache is not None else {}
     results = []
     for arch in archs:

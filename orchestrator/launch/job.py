@@ -20,7 +20,7 @@ from nasfleet.orchestrator.launch.ray_train import train_on_ray
 from nasfleet.orchestrator.launch.run_folder import check_run_folder, write_run_config
 from nasfleet.orchestrator.launch.validate import validate_job
 from nasfleet.orchestrator.metrics import TrainingMetrics
-from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
+from nasfleet.orchestrator.results import ResultsStore, SubnetRecord, hold_run
 from nasfleet.orchestrator.storage import is_uri, join
 
 RESULTS_FOLDER = "results"
@@ -42,28 +42,39 @@ def absolute_run_dir(job: JobConfig) -> JobConfig:
     return config_from_dict({**job.model_dump(mode="json"), "run_dir": absolute}, "job config")
 
 
-def train_job(
+def run_job(
     job: JobConfig, resume: bool = False, until_step: int | None = None, show_progress: bool = False,
-    metrics: TrainingMetrics | None = None,
-) -> int | None:
-    """Train ``job`` with its launcher; returns this process's rank (None when nothing was left to train).
+    metrics: TrainingMetrics | None = None, evaluate: bool = True,
+) -> JobOutcome | None:
+    """Train ``job`` with its launcher, then evaluate its standard subnets and record them.
 
     ``until_step`` stops early with a checkpoint, keeping the schedule; ``resume`` goes on.
     ``metrics`` is for training in this process (Ray workers report through Ray's agent,
-    MPI/torchrun rank 0 serves ``launch.metrics_port`` itself).
+    MPI/torchrun rank 0 serves ``launch.metrics_port`` itself). The driver holds the run
+    (:func:`hold_run`) throughout, so a second writer is refused. Returns None without
+    ``evaluate``, and on MPI/torchrun ranks other than 0 (only rank 0 evaluates).
     """
     job = absolute_run_dir(job)
     validate_job(job)
     if job.launch.kind in ("mpi", "torchrun"):
-        return train_process_group(job, resume, until_step)
-    if not check_run_folder(job, resume):
-        return None
-    write_run_config(job)
-    if job.launch.kind == "ray":
-        train_on_ray(job, until_step)
-    else:
-        train_local(job, until_step, show_progress, metrics)
-    return 0
+        rank = train_process_group(job, resume, until_step)
+        return evaluate_and_record(job) if evaluate and rank == 0 else None
+    with hold_run(job.run_dir, "nasfleet train"):
+        if check_run_folder(job, resume):
+            write_run_config(job)
+            if job.launch.kind == "ray":
+                train_on_ray(job, until_step)
+            else:
+                train_local(job, until_step, show_progress, metrics)
+        return evaluate_and_record(job) if evaluate else None
+
+
+def train_job(
+    job: JobConfig, resume: bool = False, until_step: int | None = None, show_progress: bool = False,
+    metrics: TrainingMetrics | None = None,
+) -> None:
+    """:func:`run_job` without the evaluation: train (or continue) ``job`` up to ``until_step``."""
+    run_job(job, resume, until_step, show_progress, metrics, evaluate=False)
 
 
 def evaluate_and_record(job: JobConfig, splits: tuple[str, ...] = ("val", "test")) -> JobOutcome:
@@ -74,13 +85,3 @@ def evaluate_and_record(job: JobConfig, splits: tuple[str, ...] = ("val", "test"
     results_folder = join(job.run_dir, RESULTS_FOLDER)
     ResultsStore(results_folder).append([SubnetRecord.from_result(r, job.run_name, trained.checkpoint_id) for r in results])
     return JobOutcome(job.run_dir, trained.step, results, results_folder)
-
-
-def run_job(
-    job: JobConfig, resume: bool = False, show_progress: bool = False, metrics: TrainingMetrics | None = None
-) -> JobOutcome | None:
-    """Train, then evaluate and record (rank 0 only under MPI/torchrun: other ranks return None)."""
-    rank = train_job(job, resume, show_progress=show_progress, metrics=metrics)
-    if rank not in (0, None):
-        return None
-    return evaluate_and_record(job)

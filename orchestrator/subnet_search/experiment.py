@@ -27,7 +27,7 @@ from nasfleet.orchestrator.evaluate.subnets import evaluate_arch
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
 from nasfleet.orchestrator.storage import is_file, is_uri, join, make_dirs, read_text, write_text
 from nasfleet.orchestrator.subnet_search.pareto_report import FrontMember, front_rows, members, write_front
-from nasfleet.orchestrator.results.store import ParquetLog
+from nasfleet.orchestrator.results import ParquetLog, hold_run
 from nasfleet.orchestrator.subnet_search.log import SEARCH_SCHEMA
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.strategies.searchers import (
@@ -145,6 +145,18 @@ def _stored_settings(folder: str, settings: SearchSettings) -> SearchSettings:
     return previous.model_copy(update={"evaluations": max(previous.evaluations, settings.evaluations)})
 
 
+def _recorded_rows(log: ParquetLog, folder: str) -> list[dict[str, Any]]:
+    """The evaluations recorded so far; a damaged Parquet file is one line naming what to do."""
+    try:
+        return log.read().to_pylist()
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) for a corrupt file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NasfleetError(
+            f"cannot resume: the evaluations in {join(folder, EVALUATIONS_FOLDER)} are unreadable ({reason}); "
+            "move the damaged part-*.parquet file away and resume again"
+        ) from None
+
+
 def _create_folder(folder: str, settings: SearchSettings) -> None:
     stored = join(folder, SETTINGS_FILE)
     if is_file(stored):
@@ -161,19 +173,24 @@ def run_search(
     if resume:
         settings = _stored_settings(folder, settings)
     problem = build_problem(trained, settings)  # before touching the folder: bad settings write nothing
-    if not resume:
-        _create_folder(folder, settings)
-    log = ParquetLog(join(folder, EVALUATIONS_FOLDER), SEARCH_SCHEMA)
-    algorithm = build_searcher(settings.searcher, settings.searcher_params, problem, settings.seed)
-    recorded = log.read().to_pylist()
-    for row in recorded:
-        arch = trained.space.validate(arch_from_json(row["arch"]))
-        algorithm.tell(Evaluated(arch, row["accuracy"], problem.costs(arch), row["complete"]))
-    remaining = settings.evaluations - len(recorded)
-    evaluated_now = val_samples_now = 0
-    if remaining > 0:
-        evaluated_now, val_samples_now = _tune(trained, settings, problem, algorithm, log, folder, remaining, ray_address)
-    return _finish(trained, settings, problem, log, folder, evaluated_now, val_samples_now)
+    if not resume and is_file(join(folder, SETTINGS_FILE)):
+        raise NasfleetError(f"{folder} already holds a search; pass --resume to continue it or choose another --name")
+    with hold_run(folder, f"nasfleet search {settings.name}"):
+        if not resume:
+            _create_folder(folder, settings)
+        log = ParquetLog(join(folder, EVALUATIONS_FOLDER), SEARCH_SCHEMA)
+        algorithm = build_searcher(settings.searcher, settings.searcher_params, problem, settings.seed)
+        recorded = _recorded_rows(log, folder)
+        for row in recorded:
+            arch = trained.space.validate(arch_from_json(row["arch"]))
+            algorithm.tell(Evaluated(arch, row["accuracy"], problem.costs(arch), row["complete"]))
+        remaining = settings.evaluations - len(recorded)
+        evaluated_now = val_samples_now = 0
+        if remaining > 0:
+            evaluated_now, val_samples_now = _tune(
+                trained, settings, problem, algorithm, log, folder, remaining, ray_address
+            )
+        return _finish(trained, settings, problem, log, folder, evaluated_now, val_samples_now)
 
 
 def _tune(

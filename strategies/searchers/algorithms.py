@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nasfleet.errors import NasfleetError
+from nasfleet.registry import Registry
 from nasfleet.strategies.searchers.pareto import crowding_distance, hypervolume, non_dominated_sort, pareto_mask
 from nasfleet.strategies.searchers.problem import Evaluated, SearchProblem
 from nasfleet.supernet import Arch, SearchSpace
@@ -90,6 +91,11 @@ class SearchAlgorithm(ABC):
         return self.space.from_genes(np.where(take_b, gb, ga).tolist())
 
 
+SEARCHERS: Registry[type[SearchAlgorithm]] = Registry("searcher", "nasfleet.searchers")
+"""Subnet searchers by name; another package registers under the entry-point group ``nasfleet.searchers``."""
+
+
+@SEARCHERS.register()
 class RandomSearch(SearchAlgorithm):
     """Each dimension drawn independently (depth first), as one-shot training samples."""
 
@@ -109,6 +115,7 @@ class EvolutionParams(SearcherParams):
             raise ValueError(f"sample_size {self.sample_size} exceeds population {self.population}")
 
 
+@SEARCHERS.register()
 class RegularizedEvolution(SearchAlgorithm):
     """Regularised (aging) evolution, Real et al. 2019: tournament, mutate, the oldest dies.
 
@@ -145,6 +152,7 @@ class NSGA2Params(SearcherParams):
     crossover_prob: float = Field(0.9, ge=0.0, le=1.0)
 
 
+@SEARCHERS.register()
 class NSGA2(SearchAlgorithm):
     """NSGA-II, Deb et al. 2002: non-dominated sorting and crowding distance select survivors.
 
@@ -248,6 +256,7 @@ def encode(space: SearchSpace, arch: Arch) -> np.ndarray:
     return np.concatenate(parts)
 
 
+@SEARCHERS.register()
 class PredictorAssisted(SearchAlgorithm):
     """An accuracy predictor pre-screens candidates, as hardware-aware subnet searches do.
 
@@ -301,17 +310,11 @@ class PredictorAssisted(SearchAlgorithm):
         return list(found)
 
 
-SEARCHERS: dict[str, type[SearchAlgorithm]] = {
-    cls.name: cls for cls in (RandomSearch, RegularizedEvolution, NSGA2, PredictorAssisted)
-}
-
-
 def searcher_params(name: str, params: dict[str, Any]) -> SearcherParams:
     """The searcher's validated parameters; an unknown searcher or a bad value is one NasfleetError."""
-    if name not in SEARCHERS:
-        raise NasfleetError(f"unknown searcher {name!r} (expected one of {', '.join(SEARCHERS)})")
+    cls = SEARCHERS.get(name)
     try:
-        return SEARCHERS[name].Params.model_validate(params)
+        return cls.Params.model_validate(params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "params"
@@ -321,4 +324,4 @@ def searcher_params(name: str, params: dict[str, Any]) -> SearcherParams:
 
 def build_searcher(name: str, params: dict[str, Any], problem: SearchProblem, seed: int) -> SearchAlgorithm:
     validated = searcher_params(name, params)
-    return SEARCHERS[name](problem, validated, seed)
+    return SEARCHERS.get(name)(problem, validated, seed)
