@@ -254,3 +254,56 @@ def test_ray_start_head_with_the_readme_flags_listens_on_loopback_only(short_tmp
     finally:
         end_tree(started)
         head.wait(timeout=10)
+
+
+def _sockets_while_running(args: list[str], cwd: Path, timeout_s: float = 400) -> tuple[int, list[ListeningSocket], str]:
+    """Run a ``nasfleet`` command; list the listening sockets of its whole process tree until it exits."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nasfleet.orchestrator.cli", *args], cwd=cwd, env=clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = Output(process)
+    seen: dict[tuple[str, str, int, int], ListeningSocket] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            for found in listening_sockets([process.pid]):
+                seen[(found.protocol, found.address, found.port, found.pid)] = found
+            time.sleep(0.3)
+    finally:
+        if process.poll() is None:
+            end_tree(processes([process.pid]))
+    process.wait(timeout=30)
+    return process.returncode, list(seen.values()), output.tail()
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import yaml
+
+    from conftest import tiny_config
+
+    root = tmp_path_factory.mktemp("loop")
+    config = root / "job.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(root / "run").model_dump(mode="json")))
+    result = subprocess.run([sys.executable, "-m", "nasfleet.orchestrator.cli", "train", "-c", str(config),
+                             "--no-progress"], capture_output=True, text=True, timeout=300, env=clean_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root
+
+
+def test_nasfleet_train_with_two_workers_listens_on_loopback_only(trained_tiny_run: Path) -> None:
+    code, sockets, tail = _sockets_while_running(
+        ["train", "-c", str(trained_tiny_run / "job.yaml"), "--run-dir", str(trained_tiny_run / "dp"),
+         "--workers", "2", "--set", "optim.steps=40"], trained_tiny_run,
+    )
+    assert code == 0, tail
+    assert_loopback_only(sockets, ["gcs_server", "raylet", "RayTrainWorker"])
+
+
+def test_nasfleet_search_listens_on_loopback_only(trained_tiny_run: Path) -> None:
+    code, sockets, tail = _sockets_while_running(
+        ["search", "--run", str(trained_tiny_run / "run"), "--evaluations", "4", "--chunks", "2"], trained_tiny_run,
+    )
+    assert code == 0, tail
+    assert_loopback_only(sockets, ["gcs_server", "raylet"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_nasfleet_comm_does_not_shadow_ipykernels_comm(tmp_path: Path) -> None:

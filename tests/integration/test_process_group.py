@@ -25,7 +25,7 @@ LAUNCHERS = {
 }
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

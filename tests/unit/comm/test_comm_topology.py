@@ -11,7 +11,7 @@ from nasfleet.comm import fat_tree_k, leaf_spine, load_topology_file, parse_topo
 from nasfleet.comm.topology import FatTree, LeafSpine
 from nasfleet.errors import NasfleetError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "cluster_configs" / "topologies"
+CONFIGS = Path(__file__).resolve().parents[3] / "cluster_configs" / "topologies"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

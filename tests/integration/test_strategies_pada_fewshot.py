@@ -277,7 +277,7 @@ def test_fewshot_refuses_a_sharded_optimizer_before_any_rank_starts(tmp_path: Pa
     config.write_text(yaml.safe_dump(_config(tmp_path / "run", "fewshot-gm").model_dump(mode="json")))
     assert_one_line_error(
         nasfleet("train", "--config", str(config), "--workers", "2",
-                 "--deepspeed", str(Path(__file__).parent.parent / "cluster_configs/deepspeed/zero1.json")),
+                 "--deepspeed", str(Path(__file__).resolve().parents[2] / "cluster_configs/deepspeed/zero1.json")),
         "supports DeepSpeed ZeRO stage 0 at most",
     )
     assert not (tmp_path / "run").exists()

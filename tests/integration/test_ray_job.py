@@ -22,7 +22,7 @@ from nasfleet.orchestrator.train import latest_checkpoint
 from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -49,7 +49,18 @@ def _stop_cluster(temp_dir: str) -> None:
 
 
 @pytest.fixture
-def ray_head() -> Iterator[str]:
+def head_env(tmp_path: Path) -> dict[str, str]:
+    """The README's loopback settings, and a token file of this cluster's own (not ~/.ray/auth_token)."""
+    token = tmp_path / "auth_token"
+    token.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    return {
+        **os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "GLOO_SOCKET_IFNAME": "lo",
+        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+    }
+
+
+@pytest.fixture
+def ray_head(head_env: dict[str, str]) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")
     gcs_port, dashboard_port = _free_port(), _free_port()
     subprocess.run(
@@ -61,6 +72,7 @@ def ray_head() -> Iterator[str]:
         check=True,
         capture_output=True,
         timeout=180,
+        env=head_env,
     )
     try:
         yield f"http://127.0.0.1:{dashboard_port}"
@@ -68,12 +80,14 @@ def ray_head() -> Iterator[str]:
         _stop_cluster(temp_dir)
 
 
-def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(ray_head: str, tmp_path: Path) -> None:
+def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(
+    ray_head: str, head_env: dict[str, str], tmp_path: Path
+) -> None:
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path / "unused" / "tiny-job").model_dump(mode="json")))
     storage = tmp_path / "storage"
     submission_id = f"nasfleet-test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = head_env
     submit = subprocess.run(
         [
             RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
@@ -101,9 +115,8 @@ def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(ray_
     assert results["checkpoint"].str.contains("checkpoint_00000012").all()
 
 
-def test_submitting_without_the_token_is_refused(ray_head: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+def test_submitting_without_the_token_is_refused(ray_head: str, head_env: dict[str, str]) -> None:
+    env = {**head_env, "RAY_AUTH_TOKEN": "not-the-token"}
     started = time.monotonic()
     result = subprocess.run(
         [RAY, "job", "list", "--address", ray_head], env=env, capture_output=True, text=True, timeout=120

@@ -13,7 +13,7 @@ import pytest
 from nasfleet.comm import build_collective, parse_topology_spec, simulate
 
 SPEC = "leafspine:leaves=4,spines=4,hosts=4,gbps=400,latency_ns=500"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
