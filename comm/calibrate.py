@@ -151,7 +151,7 @@ def save_calibration(fit: CalibrationFit, path: Path) -> Path:
 
 
 class _CalibrationFile(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     alpha_s: NonNegativeFloat
     beta_s_per_byte: NonNegativeFloat
     ranks: PositiveInt
@@ -163,11 +163,13 @@ class _CalibrationFile(BaseModel):
 def load_calibration(path: Path) -> CalibrationFit:
     """Read a fit written by :func:`save_calibration`."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         parsed = _CalibrationFile(**data)
         samples = tuple(Sample(**s) for s in parsed.samples)
     except OSError as error:
         raise NasfleetError(f"cannot read calibration file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise NasfleetError(f"calibration file {path} is not UTF-8 text (byte {error.start})") from None
     except (json.JSONDecodeError, TypeError) as error:
         raise NasfleetError(f"bad calibration file {path}: {str(error).splitlines()[0]}") from None
     except ValidationError as error:

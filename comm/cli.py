@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nasfleet.comm.defaults import ALL_ROUTINGS, DEFAULT_PIPELINE_CHUNK_BYTES
+from nasfleet.errors import NasfleetError
 from nasfleet.comm.units import format_bytes, format_seconds, parse_size_bytes, parse_size_list
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def compare(
     from nasfleet.comm.sweep import Grid
     from nasfleet.comm.topology_config import resolve_topology
 
+    _check_output_folder(output, "--output")
     topo = resolve_topology(topology)
     grid = Grid(
         collective=collective,
@@ -160,10 +162,11 @@ def sweep(
     from nasfleet.comm.topology_config import resolve_topology
 
     spec = load_sweep_file(file)
+    out = Path(spec.output)
+    _check_output_folder(out, f"{file}: output")
     topo = resolve_topology(spec.topology)
     grid = sweep_grid(spec, topo)
     run = _run_with_progress(topo, grid, quiet=json_output)
-    out = Path(spec.output)
     _write_outputs(run, topo, out, "sweep")
     if json_output:
         typer.echo(run.frame.to_json(orient="records"))
@@ -184,19 +187,28 @@ def _run_with_progress(topo: Topology, grid: Grid, quiet: bool) -> GridRun:
         return run_grid(topo, grid, on_point=lambda label: progress.update(task, advance=1, description=label))
 
 
+def _check_output_folder(directory: Path, option: str) -> None:
+    """Refuse an output folder that is a file before simulating, not after."""
+    if directory.exists() and not directory.is_dir():
+        raise NasfleetError(f"{option} {directory} is a file; give a folder")
+
+
 def _write_outputs(run: GridRun, topo: Topology, directory: Path, stem: str) -> None:
     from nasfleet.comm.plots import plot_cct, plot_link_heatmap
     from nasfleet.comm.sweep import write_parquet
 
-    write_parquet(run.frame, directory / f"{stem}.parquet")
-    plot_cct(run.frame, directory / f"{stem}_cct.png", title=topo.name)
     # Heat map of the most congested run at the largest size.
     largest = run.frame["bytes"].max()
     rows = run.frame[run.frame["bytes"] == largest]
     worst = rows.loc[rows["completion_time_worst_s"].idxmax()]
     summary = run.summaries[(worst["algorithm"], int(largest), worst["routing"])]
     slowest = max(summary.results, key=lambda r: r.completion_time_s)
-    plot_link_heatmap(slowest, topo, directory / f"{stem}_links.png")
+    try:
+        write_parquet(run.frame, directory / f"{stem}.parquet")
+        plot_cct(run.frame, directory / f"{stem}_cct.png", title=topo.name)
+        plot_link_heatmap(slowest, topo, directory / f"{stem}_links.png")
+    except OSError as error:  # a full disk, a parent that is a file, no permission
+        raise NasfleetError(f"cannot write {directory}: {error.strerror or error}") from None
 
 
 @comm_app.command()

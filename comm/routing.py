@@ -252,6 +252,8 @@ class SplitRouting:
 
 
 _SUFFIXED = re.compile(r"^(?P<base>.+)-(?P<k>\d+)$")
+MAX_SUFFIX_K = 1024
+"""The largest K of ``name-K``: ECMP-K makes K subflows of every flow, so K = 10^11 would need terabytes."""
 
 
 def routing_names() -> list[str]:
@@ -272,13 +274,13 @@ def get_routing(name: str) -> Routing:
         if candidate in ROUTINGS:
             return ROUTINGS.get(candidate)()
         match = _SUFFIXED.match(candidate)
-        if match and match["base"] in ROUTINGS and int(match["k"]) >= 1:
+        if match and match["base"] in ROUTINGS and 1 <= int(match["k"]) <= MAX_SUFFIX_K:
             factory = ROUTINGS.get(match["base"])
             parameter = getattr(factory, "suffix_parameter", None)
             if parameter:
                 return factory(**{parameter: int(match["k"])})
     known = routing_names()
-    suffix_hint = "; K is an integer >= 1" if any(n.endswith("-K") for n in known) else ""
+    suffix_hint = f"; K is an integer from 1 to {MAX_SUFFIX_K}" if any(n.endswith("-K") for n in known) else ""
     raise NasfleetError(f"unknown routing {name!r} (known: {', '.join(known)}{suffix_hint})")
 
 

@@ -106,9 +106,11 @@ class SweepFile(BaseModel):
 def load_sweep_file(path: Path) -> SweepFile:
     """Read and validate a sweep file (see ``docs/comm.md`` for an example)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise NasfleetError(f"cannot read sweep file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise NasfleetError(f"sweep file {path} is not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         raise NasfleetError(f"bad sweep file {path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):

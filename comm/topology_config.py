@@ -32,7 +32,7 @@ from nasfleet.comm.topology import FatTree, LinkFailure, Topology, fat_tree_k, l
 
 
 class FailureConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # gbps=inf would simulate NaN rates
     link: str
     gbps: NonNegativeFloat = 0.0
 
@@ -44,7 +44,7 @@ class FailureConfig(BaseModel):
 
 
 class LeafSpineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["leafspine"]
     name: str | None = None
     leaves: PositiveInt
@@ -71,7 +71,7 @@ class LeafSpineConfig(BaseModel):
 
 
 class FatTreeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["fattree"]
     name: str | None = None
     k: PositiveInt | None = None
@@ -137,9 +137,11 @@ def load_topology_file(path: str | Path) -> Topology:
     """Topology from a YAML file (see the module docstring for its keys)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise NasfleetError(f"cannot read topology file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise NasfleetError(f"topology file {path} is not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
         raise NasfleetError(f"bad topology file {path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if isinstance(data, dict) and "name" not in data:

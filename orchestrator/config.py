@@ -10,7 +10,9 @@ shortcuts for dotted overrides (``--set optim.steps=300``), applied before valid
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,11 +33,19 @@ from pydantic import (
 
 from nasfleet.errors import NasfleetError
 from nasfleet.registry import import_plugins
+from nasfleet.strategies.searchers import COST_NAMES, Constraint, searcher_params
 from nasfleet.supernet import MBConvSpaceConfig, space_config_from_dict
 from nasfleet.supernet.registry import SHAPE_FIELDS
 
-DEFAULT_DEEPSPEED: dict[str, Any] = {"zero_optimization": {"stage": 0}}
-"""ZeRO stage 0 in fp32: the CPU-friendly default (``cluster_configs/deepspeed/zero0_cpu.json`` spelled out)."""
+DEFAULT_DEEPSPEED: dict[str, Any] = {
+    "zero_optimization": {"stage": 0},
+    "fp16": {"enabled": False},
+    "bf16": {"enabled": False},
+    "gradient_clipping": 0,
+    "wall_clock_breakdown": False,
+}
+"""ZeRO stage 0 in fp32: ``cluster_configs/deepspeed/zero0_cpu.json`` without the batch keys the trainer owns
+(a test keeps the two equal)."""
 
 
 class _Strict(BaseModel):
@@ -89,7 +99,7 @@ class LaunchConfig(_Strict):
     kind: LaunchKind = "local"
     workers: PositiveInt = 2
     """``ray``: Ray Train workers, one data-parallel rank each (mpi/torchrun take the count from the launcher)."""
-    deepspeed: dict[str, Any] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_DEEPSPEED.items()})
+    deepspeed: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_DEEPSPEED))
     """DeepSpeed settings (a ``--deepspeed FILE`` is read into this, so the run's config.yaml holds them)."""
     ray_address: str | None = None
     """The Ray cluster to join; default ``$RAY_ADDRESS``, else a local cluster on loopback."""
@@ -108,6 +118,107 @@ class LaunchConfig(_Strict):
         return self.kind != "local"
 
 
+class TuneConfig(_Strict):
+    """A ``tune:`` section makes ``nasfleet train`` train a population (PBT or PB2 on Ray Tune) of
+    single-process runs over the learning rate and the distillation weight; the winner becomes the run."""
+
+    scheduler: Literal["pbt", "pb2"]
+    population: int = Field(4, ge=2)
+    interval_steps: PositiveInt | None = None
+    """Steps between perturbations (and per Tune iteration); default a sixth of ``optim.steps``."""
+    lr_factors: tuple[float, float] = (0.3, 3.0)
+    """The learning rate's range, as factors of ``optim.lr`` (sampled log-uniformly)."""
+    distill_weight_range: tuple[float, float] = (0.25, 2.0)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    """The bottom fraction of the population that copies the top fraction at each perturbation."""
+    resample_probability: float = Field(0.25, ge=0, le=1)
+    """PBT only: the chance that an explored value is resampled instead of scaled by 0.8 or 1.2."""
+    synchronous: bool = True
+    """Compare the whole population at the same step (each trial pauses and restarts every
+    interval, a few seconds each); asynchronous PBT compares trials as their reports arrive."""
+
+    @model_validator(mode="after")
+    def _ranges_ascend(self) -> TuneConfig:
+        for name in ("lr_factors", "distill_weight_range"):
+            low, high = getattr(self, name)
+            if not 0 < low < high:
+                raise ValueError(f"{name} must satisfy 0 < low < high, got ({low}, {high})")
+        return self
+
+
+SCHEDULERS = ("fifo", "asha", "hyperband", "median")
+
+
+class SearchSettings(_Strict):
+    """Everything that defines a search (``nasfleet search``); stored with it so ``--resume`` continues it.
+
+    A job config's ``search:`` section holds the same fields: ``nasfleet search --config JOB``
+    and ``nasfleet demo`` take their settings from it.
+    """
+
+    name: str = "search"
+    searcher: str = "random"
+    searcher_params: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str = "fifo"
+    reduction_factor: int = Field(2, ge=2)
+    """ASHA's and HyperBand's η: the fraction 1/η of trials that go on at each rung."""
+    evaluations: int = Field(32, ge=1)
+    """Trials (subnets) in total, counting those an early-stopping scheduler cuts short."""
+    objectives: list[str] = Field(default_factory=lambda: ["mflops"], min_length=1)
+    constraints: list[str] = Field(default_factory=list)
+    chunks: int = Field(4, ge=1)
+    """Fidelity steps: the validation split is evaluated in this many chunks, reporting after each."""
+    concurrency: int = Field(2, ge=1)
+    seed: int = 0
+    latency_table: str | None = None
+    comm_topology: str | None = None
+    comm_workers: int = Field(8, ge=2)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+            raise ValueError(f"search name {name!r} must be letters, digits, '_', '-' or '.'")
+        return name
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r} (expected one of {', '.join(SCHEDULERS)})")
+        return name
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in COST_NAMES]
+        if unknown:
+            raise ValueError(f"unknown objective {unknown[0]!r} (expected one of {', '.join(COST_NAMES)})")
+        return names
+
+    @model_validator(mode="after")
+    def _parsable(self) -> SearchSettings:
+        try:
+            for text in self.constraints:
+                Constraint.parse(text)
+            searcher_params(self.searcher, self.searcher_params)
+        except NasfleetError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+def search_settings(**values: Any) -> SearchSettings:
+    """Validated settings; a bad value is one NasfleetError naming the field."""
+    try:
+        settings = SearchSettings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise NasfleetError(f"search {where}: {message}") from None
+    return settings
+
+
 class JobConfig(_Strict):
     run_dir: str = "runs/demo"
     """The run's folder: a local path or a storage URI (``s3://bucket/runs/x``, ``gs://``, ``file://``)."""
@@ -121,6 +232,10 @@ class JobConfig(_Strict):
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     checkpoint_every_steps: PositiveInt = 200
     log_every_steps: PositiveInt = 25
+    search: SearchSettings | None = None
+    """The search ``nasfleet search --config`` (and the demo) runs over the trained run."""
+    tune: TuneConfig | None = None
+    """Train a population and keep the best (``--tune pbt|pb2``) instead of one run."""
     imports: list[str] = Field(default_factory=list)
     """Modules imported before anything is looked up by name: plug-ins registering strategies, spaces, data sets."""
 

@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import uuid
+from contextlib import suppress
 from pathlib import Path
 
 import pyarrow as pa
@@ -61,12 +62,18 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def storage_error(action: str, location: str, exc: OSError) -> NasfleetError:
+    reason = describe_os_error(exc)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and not is_uri(location):
+        # A folder on the way is a file: say which (the OS says "File exists" or "Not a directory").
+        blocking = next((folder for folder in reversed(Path(location).parents) if folder.is_file()), None)
+        if blocking is not None:
+            reason = f"{blocking} is a file, not a folder"
     hint = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         hint = "; free space and run again (with --resume for training)"
     elif exc.errno == errno.EROFS:
         hint = "; the run folder must be writable"
-    return NasfleetError(f"cannot {action} {location}: {describe_os_error(exc)}{hint}")
+    return NasfleetError(f"cannot {action} {location}: {reason}{hint}")
 
 
 def is_dir(location: str) -> bool:
@@ -124,7 +131,8 @@ def write_bytes(location: str, data: bytes) -> None:
                 out.write(data)
     except OSError as exc:
         if isinstance(fs, pafs.LocalFileSystem):
-            Path(tmp).unlink(missing_ok=True)
+            with suppress(OSError):  # e.g. the folder is a file: there is no temporary file to remove
+                Path(tmp).unlink(missing_ok=True)
         raise storage_error("write", location, exc) from None
 
 
@@ -181,15 +189,15 @@ def write_parquet_atomically(table: pa.Table, fs: pafs.FileSystem, path: str) ->
     start with a dot, so a crash mid-write leaves only an ignored temporary file.
     """
     folder, name = path.rsplit("/", 1)
-    fs.create_dir(folder, recursive=True)
     tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        fs.create_dir(folder, recursive=True)
         with fs.open_output_stream(tmp) as out:
             pq.write_table(table, out)
         fs.move(tmp, path)
-    except BaseException:
-        try:
+    except BaseException as exc:
+        with suppress(OSError):
             fs.delete_file(tmp)
-        except (FileNotFoundError, OSError):
-            pass
+        if isinstance(exc, OSError):
+            raise storage_error("write", path, exc) from None
         raise

@@ -6,6 +6,7 @@ and ``arch.json`` (the architecture and the search-space config that rebuild the
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def extract(supernet: nn.Module, space: SearchSpace, arch: Arch) -> nn.Module:
 
 def save_subnet(subnet: nn.Module, space: SearchSpace, arch: Arch, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(subnet.state_dict(), folder / WEIGHTS_FILE)
+    weights = io.BytesIO()
+    torch.save(subnet.state_dict(), weights)  # onto a path, a full disk would be a RuntimeError, not an OSError
+    (folder / WEIGHTS_FILE).write_bytes(weights.getvalue())
     meta = {"arch": arch_to_dict(arch), "space": space.config_dict()}
     (folder / ARCH_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 

@@ -44,6 +44,7 @@ def evaluate(
 
 def parse_arch(text: str, space: SearchSpace) -> Arch:
     """'smallest', 'largest', an arch JSON string, or @file.json; validated against ``space``."""
+    from nasfleet.orchestrator.storage import storage_error
     from nasfleet.supernet import arch_from_json
 
     if text in ("smallest", "largest"):
@@ -54,8 +55,10 @@ def parse_arch(text: str, space: SearchSpace) -> Arch:
             raise NasfleetError(f"architecture file {path} does not exist")
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NasfleetError(f"cannot read architecture file {path}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise NasfleetError(f"architecture file {path} is not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise storage_error("read architecture file", str(path), exc) from None
     return space.validate(arch_from_json(text))
 
 
@@ -69,12 +72,15 @@ def export(
     """Extract one subnet (with its own BN statistics) as a standalone torch module."""
     from nasfleet.orchestrator.evaluate.subnets import evaluate_arch
     from nasfleet.orchestrator.evaluate.trained import load_trained
+    from nasfleet.orchestrator.storage import storage_error
     from nasfleet.orchestrator.subnet_search.experiment import search_folder
     from nasfleet.orchestrator.subnet_search.pareto_report import front_member
     from nasfleet.supernet import extract, recalibrate_batchnorm, save_subnet
 
     if arch is not None and pareto is not None:
         raise NasfleetError("give either --arch or --pareto, not both")
+    if pareto is not None and pareto < 1:
+        raise NasfleetError(f"--pareto counts from 1 (the cheapest subnet of the front), got {pareto}")
     if out.exists() and not out.is_dir():
         raise NasfleetError(f"--out {out} is a file; give a folder")
     trained = load_trained(run)
@@ -88,7 +94,7 @@ def export(
     try:
         save_subnet(subnet, trained.space, chosen, out)
     except OSError as exc:
-        raise NasfleetError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise storage_error("write", str(out), exc) from None
     result = evaluate_arch(trained, chosen, ("test",), "exported")
     console.print(
         f"exported {escape(chosen.describe())} to {out}: {result.mflops:.3f} MFLOPs, {result.params:,} params, "

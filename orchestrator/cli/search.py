@@ -21,36 +21,47 @@ LATENCY_FILE = "latency.json"
 
 def search(
     run: str = typer.Option(..., "--run", help=RUN_HELP),
-    name: str = typer.Option("search", help="Name of this search: results go to RUN/search/NAME/."),
-    searcher: str = typer.Option("random", help="A registered searcher: random, evolution, nsga2, predictor, or a plug-in's."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A job config whose `search:` section gives the settings (flags override)."),
+    name: Optional[str] = typer.Option(None, help="Name of this search: results go to RUN/search/NAME/ (default: search)."),
+    searcher: Optional[str] = typer.Option(None, help="A registered searcher: random (default), evolution, nsga2, predictor, or a plug-in's."),
     searcher_param: list[str] = typer.Option([], help="Searcher parameter KEY=VALUE (e.g. population=16); repeatable."),
-    scheduler: str = typer.Option("fifo", help="Ray Tune scheduler: fifo, asha, hyperband or median."),
-    evaluations: int = typer.Option(32, help="Subnets to evaluate (Tune trials), early-stopped ones included."),
-    objective: list[str] = typer.Option(["mflops"], help="Cost on the front besides accuracy: mflops, params, latency_ms, comm_ms; repeatable."),
+    scheduler: Optional[str] = typer.Option(None, help="Ray Tune scheduler: fifo (default), asha, hyperband or median."),
+    evaluations: Optional[int] = typer.Option(None, help="Subnets to evaluate (Tune trials), early-stopped ones included (default 32)."),
+    objective: list[str] = typer.Option([], help="Cost on the front besides accuracy: mflops (default), params, latency_ms, comm_ms; repeatable."),
     constraint: list[str] = typer.Option([], help="Upper bound COST<=LIMIT, e.g. 'latency_ms<=5'; repeatable."),
-    chunks: int = typer.Option(4, help="Validation chunks: trials report after each, so schedulers can stop them."),
-    concurrency: int = typer.Option(2, help="Trials evaluated at once (one CPU each)."),
-    reduction_factor: int = typer.Option(2, help="η for asha and hyperband."),
-    seed: int = typer.Option(0, help="Seed of the searcher and of the validation chunks."),
+    chunks: Optional[int] = typer.Option(None, help="Validation chunks: trials report after each, so schedulers can stop them (default 4)."),
+    concurrency: Optional[int] = typer.Option(None, help="Trials evaluated at once, one CPU each (default 2)."),
+    reduction_factor: Optional[int] = typer.Option(None, help="η for asha and hyperband (default 2)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the searcher and of the validation chunks (default 0)."),
     latency_table: Optional[Path] = typer.Option(None, help=f"From `nasfleet profile`; default RUN/{LATENCY_FILE} if present."),
     comm_topology: Optional[str] = typer.Option(None, help="Fabric for comm_ms (spec or topology YAML, see docs/comm.md)."),
-    comm_workers: int = typer.Option(8, help="Data-parallel workers assumed for comm_ms."),
+    comm_workers: Optional[int] = typer.Option(None, help="Data-parallel workers assumed for comm_ms (default 8)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join; default: $RAY_ADDRESS or a local one."),
     resume: bool = typer.Option(False, help="Continue RUN/search/NAME with its stored settings; evaluates only what is not recorded."),
 ) -> None:
     """Search the trained supernet's subnets with Ray Tune; write every evaluation and the Pareto front."""
+    from nasfleet.orchestrator.config import load_config
     from nasfleet.orchestrator.evaluate.trained import load_trained
     from nasfleet.orchestrator.storage import is_uri
     from nasfleet.orchestrator.subnet_search.experiment import run_search, search_settings
 
+    base = load_config(config).search if config is not None else None
+    values = base.model_dump() if base is not None else {}
+    given = {
+        "name": name, "searcher": searcher, "scheduler": scheduler, "evaluations": evaluations, "chunks": chunks,
+        "concurrency": concurrency, "reduction_factor": reduction_factor, "seed": seed,
+        "comm_topology": comm_topology, "comm_workers": comm_workers,
+        "searcher_params": key_values(searcher_param, "--searcher-param") or None,
+        "objectives": objective or None, "constraints": constraint or None,
+    }
+    values.update({key: value for key, value in given.items() if value is not None})
     default_table = Path(run) / LATENCY_FILE
-    table = latency_table if latency_table is not None else (default_table if not is_uri(run) and default_table.is_file() else None)
-    settings = search_settings(
-        name=name, searcher=searcher, searcher_params=key_values(searcher_param, "--searcher-param"), scheduler=scheduler,
-        reduction_factor=reduction_factor, evaluations=evaluations, objectives=objective, constraints=constraint,
-        chunks=chunks, concurrency=concurrency, seed=seed, latency_table=str(table) if table else None,
-        comm_topology=comm_topology, comm_workers=comm_workers,
+    table = latency_table if latency_table is not None else (
+        default_table if not is_uri(run) and default_table.is_file() else None
     )
+    if table is not None:
+        values["latency_table"] = str(table)
+    settings = search_settings(**values)
     trained = load_trained(run)
     outcome = run_search(trained, run, settings, resume=resume, ray_address=ray_address)
     print_front(outcome, tuple(settings.objectives), run)

@@ -106,8 +106,8 @@ def train(
     comm_calibration: Optional[Path] = typer.Option(None, help="Shortcut for launch.comm.calibration (`nasfleet comm calibrate`)."),
     comm_topology: Optional[str] = typer.Option(None, help="Shortcut for launch.comm.topology: predict the all-reduce on this fabric."),
     tune: Optional[str] = typer.Option(None, "--tune", help=TUNE_HELP),
-    population: int = typer.Option(4, help="--tune: how many trainings run in the population."),
-    tune_interval: Optional[int] = typer.Option(None, help="--tune: steps between perturbations (default: steps/6)."),
+    population: Optional[int] = typer.Option(None, help="Shortcut for tune.population (default 4)."),
+    tune_interval: Optional[int] = typer.Option(None, help="Shortcut for tune.interval_steps (default: steps/6)."),
 ) -> None:
     """Train a supernet as its job config says (here, on Ray, or as MPI/torchrun ranks), then evaluate its subnets."""
     from nasfleet.orchestrator.config import load_config
@@ -119,14 +119,16 @@ def train(
         max_failures=max_failures, gpu=gpu, metrics_port=metrics_port, comm_calibration=comm_calibration,
         comm_topology=comm_topology,
     )
+    overrides += [f"tune.{key}={value}" for key, value in
+                  (("scheduler", tune), ("population", population), ("interval_steps", tune_interval)) if value is not None]
     job = job_from_command_line(
         load_config(config), [*overrides, *set_], strategy, key_values(strategy_param, "--strategy-param"),
         deepspeed, storage_path,
     )
-    if tune is not None:
+    if job.tune is not None:
         if job.launch.kind != "local" or resume:
             raise NasfleetError("--tune trains single-process trials: it cannot be combined with Ray/MPI launch or --resume")
-        _train_tuned(job, tune, population, tune_interval)
+        _train_tuned(job)
         return
     from nasfleet.orchestrator.launch.job import run_job
     from nasfleet.orchestrator.metrics import prometheus_metrics
@@ -140,14 +142,20 @@ def train(
         report_job(outcome, f"{job.run_name} after {outcome.step} steps")
 
 
-def _train_tuned(job: JobConfig, scheduler: str, population: int, interval: Optional[int]) -> None:
-    """``train --tune``: a population of single-process trainings; the winner becomes the run."""
+def _train_tuned(job: JobConfig) -> None:
+    """A ``tune:`` section: a population of single-process trainings; the winner becomes the run."""
     from rich.table import Table
 
-    from nasfleet.orchestrator.tuning.population import tune_training
+    from nasfleet.orchestrator.tuning import tune_training
 
-    outcome = tune_training(job, scheduler, population, interval, job.launch.ray_address)  # type: ignore[arg-type]
-    table = Table(title=f"{scheduler.upper()}: {len(outcome.trials)} trials, {job.optim.steps} steps each")
+    assert job.tune is not None
+    settings = job.tune
+    outcome = tune_training(
+        job, settings.scheduler, settings.population, settings.interval_steps, job.launch.ray_address,
+        settings.quantile_fraction, settings.resample_probability, settings.synchronous, settings.lr_factors,
+        settings.distill_weight_range,
+    )
+    table = Table(title=f"{settings.scheduler.upper()}: {len(outcome.trials)} trials, {job.optim.steps} steps each")
     for column in ("trial", "final lr", "distill weight", "score", "exploits", ""):
         table.add_column(column, justify="left" if column in ("trial", "") else "right")
     for t in outcome.trials:
@@ -191,7 +199,9 @@ def _demo_search(run: str, evaluations: int) -> None:
     from nasfleet.orchestrator.subnet_search.experiment import SETTINGS_FILE, run_search, search_folder, search_settings
     from nasfleet.orchestrator.storage import is_file, join
 
-    settings = search_settings(name="demo", searcher="nsga2", evaluations=evaluations, objectives=["mflops"])
+    job = demo_config()
+    assert job.search is not None, "the demo config has a search: section"
+    settings = search_settings(**{**job.search.model_dump(), "evaluations": evaluations})
     console.print(f"demo search: {evaluations} subnets, NSGA-II proposing Ray Tune trials, accuracy vs MFLOPs")
     resume = is_file(join(search_folder(run, settings.name), SETTINGS_FILE))
     outcome = run_search(load_trained(run), run, settings, resume=resume)

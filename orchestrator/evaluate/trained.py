@@ -12,7 +12,7 @@ from torch import nn
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
 from nasfleet.orchestrator.data import BatchStream, DataSplits, load_data
-from nasfleet.orchestrator.storage import is_dir
+from nasfleet.orchestrator.storage import is_dir, is_file
 from nasfleet.orchestrator.train.checkpoints import (
     latest_checkpoint,
     load_state_into,
@@ -65,7 +65,7 @@ def load_trained(run: str | Path) -> TrainedSupernet:
     """Load the newest supernet of a finished or checkpointed run (local folder or storage URI)."""
     run = str(run)
     if not is_dir(run):
-        raise NasfleetError(f"run directory {run} does not exist")
+        raise NasfleetError(f"run directory {run} {'is a file' if is_file(run) else 'does not exist'}")
     checkpoint = latest_checkpoint(run)
     if checkpoint is None:
         raise NasfleetError(f"{run} holds no trained supernet (no complete checkpoint_* folder)")

@@ -17,7 +17,7 @@ from nasfleet.orchestrator.evaluate.trained import load_trained
 from nasfleet.orchestrator.launch.local import train_local
 from nasfleet.orchestrator.launch.process_group import train_process_group
 from nasfleet.orchestrator.launch.ray_train import train_on_ray
-from nasfleet.orchestrator.launch.run_folder import check_run_folder, write_run_config
+from nasfleet.orchestrator.launch.run_folder import check_run_folder, run_config_for_attempt
 from nasfleet.orchestrator.launch.validate import validate_job
 from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.orchestrator.results import ResultsStore, SubnetRecord, hold_run
@@ -61,11 +61,11 @@ def run_job(
         return evaluate_and_record(job) if evaluate and rank == 0 else None
     with hold_run(job.run_dir, "nasfleet train"):
         if check_run_folder(job, resume):
-            write_run_config(job)
-            if job.launch.kind == "ray":
-                train_on_ray(job, until_step)
-            else:
-                train_local(job, until_step, show_progress, metrics)
+            with run_config_for_attempt(job):
+                if job.launch.kind == "ray":
+                    train_on_ray(job, until_step)
+                else:
+                    train_local(job, until_step, show_progress, metrics)
         return evaluate_and_record(job) if evaluate else None
 
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ from nasfleet.orchestrator.storage import (
     copy_folder,
     delete_folder,
     download_folder,
+    is_file,
     is_uri,
     join,
     make_dirs,
+    read_bytes,
     write_bytes,
     write_text,
 )
@@ -133,6 +135,27 @@ def write_run_config(job: JobConfig) -> None:
     make_dirs(job.run_dir)
     clear_partial_checkpoints(job.run_dir)
     write_text(join(job.run_dir, CONFIG_FILE), config_yaml(job))
+
+
+@contextmanager
+def run_config_for_attempt(job: JobConfig) -> Iterator[None]:
+    """Write the job's ``config.yaml`` for one training attempt (:func:`write_run_config`).
+
+    A resume that fails before it publishes a checkpoint (a checkpoint that does not match,
+    a full disk, an unreachable cluster) puts the previous ``config.yaml`` back: the run is
+    still the one its newest checkpoint holds, so ``--resume`` without the new flags goes on.
+    """
+    location = join(job.run_dir, CONFIG_FILE)
+    previous = read_bytes(location) if is_file(location) else None
+    newest = latest_checkpoint(job.run_dir)
+    write_run_config(job)
+    try:
+        yield
+    except BaseException:
+        if previous is not None and latest_checkpoint(job.run_dir) == newest:
+            with suppress(NasfleetError):  # the error that stopped training is the one to report
+                write_bytes(location, previous)
+        raise
 
 
 def clear_partial_checkpoints(run: str) -> None:

@@ -8,13 +8,16 @@ files, the DeepSpeed settings and what the strategy supports, and only then laun
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig, read_yaml
 from nasfleet.orchestrator.data import check_data
+from nasfleet.orchestrator.launch.ray_cluster import check_reachable
 from nasfleet.orchestrator.storage import is_uri, resolve_storage
 from nasfleet.orchestrator.train.loop import zero_stage
 from nasfleet.orchestrator.train.setup import job_space, job_strategy
@@ -38,19 +41,45 @@ def read_deepspeed_file(path: Path) -> dict[str, Any]:
     return settings
 
 
+DEEPSPEED_KEYS = frozenset({
+    "activation_checkpointing", "aio", "autotuning", "bf16", "bfloat16", "checkpoint", "comet", "comms_logger",
+    "communication_data_type", "compile", "csv_monitor", "data_efficiency", "data_parallel_size", "data_types",
+    "dataloader_drop_last", "datastates_ckpt", "disable_allgather", "disable_python_gc", "dump_state",
+    "expert_parallel", "flops_profiler", "fp16", "gradient_accumulation_steps", "gradient_allreduce_op",
+    "gradient_clipping", "gradient_predivide_factor", "hybrid_engine", "log_level", "managed_gradient_accumulation",
+    "memory_breakdown", "optimizer", "pipeline", "prescale_gradients", "scheduler",
+    "seq_parallel_communication_data_type", "sequence_parallel_size", "steps_per_print", "tensor_parallel",
+    "tensorboard", "timers", "torch_autocast", "train_batch_size", "train_micro_batch_size_per_gpu",
+    "use_data_before_expert_parallelism", "vocabulary_size", "wall_clock_breakdown", "wandb", "weight_quantization",
+    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "zero_optimization",
+})
+"""The top-level keys DeepSpeed 0.19.8 reads: those ``DeepSpeedConfig`` looks up, less the ones it refuses as
+removed features, plus the two mesh sizes ``deepspeed.initialize`` reads itself. DeepSpeed silently ignores any
+other key, so a misspelt ``zero_optimisation`` would train with ZeRO off; the list is spelt out because importing
+DeepSpeed on the driver costs seconds and logs to stderr (tests/integration/test_reliability.py re-derives it
+from the installed DeepSpeed)."""
+
+
 def check_deepspeed(settings: dict[str, Any], gpu: bool) -> None:
     """Refuse DeepSpeed settings that cannot work here, instead of hanging or failing in every rank."""
+    for key in settings:
+        if key not in DEEPSPEED_KEYS:
+            close = difflib.get_close_matches(str(key), DEEPSPEED_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise NasfleetError(f"DeepSpeed config: unknown key {key!r}{hint}: DeepSpeed 0.19.8 reads no such setting")
     if "optimizer" in settings:
         raise NasfleetError("DeepSpeed config: remove the 'optimizer' block; nasfleet passes its own optimizer")
     if "scheduler" in settings:
         raise NasfleetError("DeepSpeed config: remove the 'scheduler' block; nasfleet's schedule is optim.warmup_steps")
-    zero = settings.get("zero_optimization", {})
-    if not isinstance(zero, dict) or not isinstance(zero.get("stage", 0), int) or not 0 <= zero.get("stage", 0) <= 3:
-        raise NasfleetError("DeepSpeed config: zero_optimization.stage must be 0, 1, 2 or 3")
-    for half in ("fp16", "bf16"):
-        section = settings.get(half, {})
-        if isinstance(section, dict) and section.get("enabled") and not gpu and half == "fp16":
-            raise NasfleetError("DeepSpeed config enables fp16, which needs GPUs: use launch.gpu or remove it")
+    for section in ("zero_optimization", "fp16", "bf16", "bfloat16"):
+        if not isinstance(settings.get(section, {}), dict):
+            raise NasfleetError(f"DeepSpeed config: {section} must be a mapping (a JSON object)")
+    stage = settings.get("zero_optimization", {}).get("stage", 0)
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
+        raise NasfleetError(f"DeepSpeed config: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
+    # bf16 runs on CPUs (DeepSpeed's CPU accelerator supports it); fp16 needs CUDA's loss scaling.
+    if settings.get("fp16", {}).get("enabled") and not gpu:
+        raise NasfleetError("DeepSpeed config enables fp16, which needs GPUs: use launch.gpu or remove it")
 
 
 def validate_job(job: JobConfig) -> None:
@@ -70,9 +99,16 @@ def validate_job(job: JobConfig) -> None:
                 f"strategy {job.strategy.name!r} supports DeepSpeed ZeRO stage {strategy.max_zero_stage} at most, "
                 f"the DeepSpeed config asks for stage {stage}"
             )
-    if launch.comm.calibration is not None and not launch.comm.calibration.is_file():
-        raise NasfleetError(f"comm calibration {launch.comm.calibration} does not exist")
+    if launch.comm.calibration is not None:
+        if not launch.comm.calibration.is_file():
+            raise NasfleetError(f"comm calibration {launch.comm.calibration} does not exist")
+        from nasfleet.comm.calibrate import load_calibration
+
+        load_calibration(launch.comm.calibration)
     if launch.comm.topology is not None:
         from nasfleet.comm import resolve_topology
 
         resolve_topology(launch.comm.topology)
+    address = launch.ray_address or os.environ.get("RAY_ADDRESS")
+    if launch.kind == "ray" and address:
+        check_reachable(address)  # here, before the run folder is written; Ray would fail only after it

@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.storage import storage_error
 
 LOCK_FILE = ".nasfleet.lock"
 LEASE_FILE = ".nasfleet.lease"
@@ -320,7 +321,7 @@ def _in_use(location: str, info: dict[str, Any] | None) -> NasfleetError:
 
 
 def _cannot_lock(location: str, exc: OSError) -> NasfleetError:
-    return NasfleetError(f"cannot lock run {location}: {_first_line(exc)}")
+    return storage_error("lock run", location, exc)
 
 
 def _first_line(exc: OSError) -> str:

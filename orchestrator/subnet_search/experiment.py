@@ -14,15 +14,14 @@ the budget: nothing already recorded is evaluated again.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.config import SCHEDULERS, SearchSettings, search_settings
 from nasfleet.orchestrator.evaluate.subnets import evaluate_arch
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
 from nasfleet.orchestrator.storage import is_file, is_uri, join, make_dirs, read_text, write_text
@@ -31,74 +30,12 @@ from nasfleet.orchestrator.results import ParquetLog, hold_run
 from nasfleet.orchestrator.subnet_search.log import SEARCH_SCHEMA
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.strategies.searchers import (
-    COST_NAMES, Constraint, Evaluated, SearchProblem, build_searcher, hypervolume, searcher_params,
+    Constraint, Evaluated, SearchProblem, build_searcher, hypervolume,
 )
 from nasfleet.supernet import arch_from_json
 
-SCHEDULERS = ("fifo", "asha", "hyperband", "median")
 SETTINGS_FILE = "settings.json"
 EVALUATIONS_FOLDER = "evaluations"
-
-
-class SearchSettings(BaseModel):
-    """Everything that defines a search; stored with it so ``--resume`` continues the same one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = "search"
-    searcher: str = "random"
-    searcher_params: dict[str, Any] = Field(default_factory=dict)
-    scheduler: str = "fifo"
-    reduction_factor: int = Field(2, ge=2)
-    """ASHA's and HyperBand's η: the fraction 1/η of trials that go on at each rung."""
-    evaluations: int = Field(32, ge=1)
-    """Trials (subnets) in total, counting those an early-stopping scheduler cuts short."""
-    objectives: list[str] = Field(default_factory=lambda: ["mflops"], min_length=1)
-    constraints: list[str] = Field(default_factory=list)
-    chunks: int = Field(4, ge=1)
-    """Fidelity steps: the validation split is evaluated in this many chunks, reporting after each."""
-    concurrency: int = Field(2, ge=1)
-    seed: int = 0
-    latency_table: str | None = None
-    comm_topology: str | None = None
-    comm_workers: int = Field(8, ge=2)
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, name: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
-            raise ValueError(f"search name {name!r} must be letters, digits, '_', '-' or '.'")
-        return name
-
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, name: str) -> str:
-        if name not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {name!r} (expected one of {', '.join(SCHEDULERS)})")
-        return name
-
-    @field_validator("objectives")
-    @classmethod
-    def _known_objectives(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in COST_NAMES]
-        if unknown:
-            raise ValueError(f"unknown objective {unknown[0]!r} (expected one of {', '.join(COST_NAMES)})")
-        return names
-
-
-def search_settings(**values: Any) -> SearchSettings:
-    """Validated settings; a bad value is one NasfleetError naming the field."""
-    try:
-        settings = SearchSettings.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise NasfleetError(f"search {where}: {message}") from None
-    for text in settings.constraints:
-        Constraint.parse(text)
-    searcher_params(settings.searcher, settings.searcher_params)
-    return settings
 
 
 @dataclass

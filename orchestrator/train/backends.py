@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.checkpoints import OPTIMIZER_FOLDER, BackendName
+from nasfleet.orchestrator.train.checkpoints import OPTIMIZER_FOLDER, BackendName, torch_bytes
 from nasfleet.orchestrator.train.deepspeed_ops import prepare_deepspeed_cpu
 from nasfleet.orchestrator.train.safe_load import safe_torch_load, use_safe_loading
 
@@ -81,7 +81,7 @@ class TorchBackend:
     def save(self, folder: Path, rank: int) -> None:
         (folder / OPTIMIZER_FOLDER).mkdir(parents=True, exist_ok=True)
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        torch.save(state, folder / OPTIMIZER_FILE)
+        (folder / OPTIMIZER_FILE).write_bytes(torch_bytes(state))  # a full disk is an OSError, see checkpoints.py
 
     def load(self, folder: Path, rank: int) -> None:
         path = folder / OPTIMIZER_FILE

@@ -89,13 +89,15 @@ def weights_sha256(model: nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------- writing (into a local staging folder)
+# Torch files are serialised in memory, then written: torch.save onto a path reports a full
+# disk as a RuntimeError without errno, a plain write as the OSError it is.
 def write_rank_state(folder: Path, rank: int, state: RankState) -> None:
     (folder / RANKS_FOLDER).mkdir(parents=True, exist_ok=True)
-    torch.save(asdict(state), folder / RANKS_FOLDER / f"rank_{rank}.pt")
+    (folder / RANKS_FOLDER / f"rank_{rank}.pt").write_bytes(torch_bytes(asdict(state)))
 
 
 def write_supernet(folder: Path, model: nn.Module) -> None:
-    torch.save(model.state_dict(), folder / SUPERNET_FILE)
+    (folder / SUPERNET_FILE).write_bytes(torch_bytes(model.state_dict()))
 
 
 def write_meta(folder: Path, meta: CheckpointMeta) -> None:
@@ -164,11 +166,37 @@ def is_file_in(folder: str, name: str) -> bool:
 
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``model.load_state_dict(state)`` with a mismatch reported as one line naming the file."""
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise NasfleetError(f"checkpoint {source} does not match this job's supernet: {mismatch}")
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise NasfleetError(f"checkpoint {source} does not match this job's supernet: {first}") from None
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """What differs between two state_dicts' names and shapes, in a few words ('' when nothing does).
+
+    torch's own message lists every tensor over many lines; one line with counts and the
+    first example tells a user they picked another model's file.
+    """
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    reshaped = [name for name in expected if name in found and found[name].shape != expected[name].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors missing (first {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    if reshaped:
+        name = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} of another shape (first {name}: {list(found[name].shape)} in the file, "
+            f"{list(expected[name].shape)} in the supernet)"
+        )
+    return ", ".join(parts)
 
 
 def torch_bytes(obj: Any) -> bytes:

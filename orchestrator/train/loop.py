@@ -24,12 +24,14 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig, config_yaml
 from nasfleet.orchestrator.data import BatchStream
 from nasfleet.orchestrator.metrics import TrainingMetrics
+from nasfleet.orchestrator.storage import join, storage_error
 from nasfleet.orchestrator.train.backends import DeepSpeedBackend, TorchBackend, TrainingBackend
 from nasfleet.orchestrator.train.checkpoints import (
     CONFIG_FILE,
     SUPERNET_FILE,
     CheckpointMeta,
     RankState,
+    checkpoint_name,
     load_state_into,
     weights_sha256,
     write_meta,
@@ -135,10 +137,11 @@ def train_rank(
     with context.resume_point() as point:
         if point is not None:
             _check_resumable(point.meta, backend, world, job.launch.threads)
-            backend.load(point.folder, rank)
             if backend.name == "torch":  # DeepSpeed's engine restores the module itself
+                # The weights first: a job with another space is then told so, not that its optimizer differs.
                 supernet = point.folder / SUPERNET_FILE
                 load_state_into(backend.module, safe_torch_load(supernet.read_bytes(), f"checkpoint file {supernet}"), str(supernet))
+            backend.load(point.folder, rank)
             setup.strategy.load_state_dict(point.state.strategy)
             setup.rng.bit_generator.state = point.state.rng_numpy
             torch.set_rng_state(point.state.rng_torch)
@@ -184,23 +187,26 @@ def train_rank(
             if not at_checkpoint:
                 context.publish(step, record, None)
             else:
-                with context.staging_folder(step) as folder:
-                    checkpoint_started = time.perf_counter()
-                    state = RankState(
-                        step, subnets_trained, resumed_from, setup.strategy.state_dict(),
-                        setup.rng.bit_generator.state, torch.get_rng_state(), weights_sha256(backend.module),
-                    )
-                    backend.save(folder, rank)
-                    write_rank_state(folder, rank, state)
-                    context.barrier()
-                    if rank == 0:
-                        write_supernet(folder, backend.module)
-                        log.write_into(folder)
-                        (folder / CONFIG_FILE).write_text(config_yaml(job))
-                        write_meta(folder, CheckpointMeta(step, world, backend.name, job.launch.threads))
-                    record["timing"]["checkpoint_s"] = time.perf_counter() - checkpoint_started
-                    if metrics is not None:
-                        metrics.checkpoint(record["timing"]["checkpoint_s"])
-                    context.publish(step, record, folder)
+                try:
+                    with context.staging_folder(step) as folder:
+                        checkpoint_started = time.perf_counter()
+                        state = RankState(
+                            step, subnets_trained, resumed_from, setup.strategy.state_dict(),
+                            setup.rng.bit_generator.state, torch.get_rng_state(), weights_sha256(backend.module),
+                        )
+                        backend.save(folder, rank)
+                        write_rank_state(folder, rank, state)
+                        context.barrier()
+                        if rank == 0:
+                            write_supernet(folder, backend.module)
+                            log.write_into(folder)
+                            (folder / CONFIG_FILE).write_text(config_yaml(job))
+                            write_meta(folder, CheckpointMeta(step, world, backend.name, job.launch.threads))
+                        record["timing"]["checkpoint_s"] = time.perf_counter() - checkpoint_started
+                        if metrics is not None:
+                            metrics.checkpoint(record["timing"]["checkpoint_s"])
+                        context.publish(step, record, folder)
+                except OSError as exc:  # a full disk, a read-only or vanished run folder
+                    raise storage_error("write", join(job.run_dir, checkpoint_name(step)), exc) from None
         context.step_done(step, last_step, status)
     return step

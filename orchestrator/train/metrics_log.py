@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nasfleet.orchestrator.storage import is_uri, join, make_dirs, write_text
+from nasfleet.orchestrator.storage import is_uri, join, make_dirs, storage_error, write_text
 from nasfleet.orchestrator.train.checkpoints import METRICS_FILE
 
 
@@ -36,8 +36,11 @@ class MetricsLog:
         if is_uri(self.location):
             write_text(self.location, "".join(item + "\n" for item in self.lines))
         else:
-            with open(self.location, "a") as f:
-                f.write(line + "\n")
+            try:
+                with open(self.location, "a") as f:
+                    f.write(line + "\n")
+            except OSError as exc:
+                raise storage_error("append to", self.location, exc) from None
 
     def write_into(self, folder: Path) -> None:
         (folder / METRICS_FILE).write_text("".join(line + "\n" for line in self.lines))

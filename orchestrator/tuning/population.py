@@ -30,10 +30,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import ValidationError
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import JobConfig, config_from_dict, config_yaml
+from nasfleet.orchestrator.config import JobConfig, TuneConfig, config_from_dict, config_yaml
 from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.launch import connect_ray, train_job
 from nasfleet.orchestrator.train import (
@@ -55,34 +55,6 @@ LINEAGE_FILE = "lineage.json"
 """Written into every reported checkpoint: which trial wrote it, with which hyper-parameters."""
 SCORE = "score"
 DISTILL_WEIGHT = "distill_weight"
-
-
-class TuneSettings(BaseModel):
-    """What ``nasfleet train --tune`` was asked for, validated before Ray starts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scheduler: Literal["pbt", "pb2"]
-    population: int = Field(4, ge=2)
-    interval_steps: PositiveInt
-    lr_factors: tuple[float, float] = (0.3, 3.0)
-    """The learning rate's range, as factors of the config's ``optim.lr`` (sampled log-uniformly)."""
-    distill_weight_range: tuple[float, float] = (0.25, 2.0)
-    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
-    """The bottom fraction of the population that copies the top fraction at each perturbation."""
-    resample_probability: float = Field(0.25, ge=0, le=1)
-    """PBT only: the chance that an explored value is resampled instead of scaled by 0.8 or 1.2."""
-    synchronous: bool = True
-    """Compare the whole population at the same step (each trial pauses and restarts every
-    interval, a few seconds each); asynchronous PBT compares trials as their reports arrive."""
-
-    @model_validator(mode="after")
-    def _ranges_ascend(self) -> TuneSettings:
-        for name in ("lr_factors", "distill_weight_range"):
-            low, high = getattr(self, name)
-            if not 0 < low < high:
-                raise ValueError(f"{name} must satisfy 0 < low < high, got ({low}, {high})")
-        return self
 
 
 @dataclass(frozen=True)
@@ -115,7 +87,7 @@ def tunes_distill_weight(config: JobConfig) -> bool:
     return DISTILL_WEIGHT in strategy_class(config.strategy.name).Params.model_fields
 
 
-def hyperparameter_bounds(config: JobConfig, settings: TuneSettings) -> dict[str, tuple[float, float]]:
+def hyperparameter_bounds(config: JobConfig, settings: TuneConfig) -> dict[str, tuple[float, float]]:
     bounds = {"lr": (config.optim.lr * settings.lr_factors[0], config.optim.lr * settings.lr_factors[1])}
     if tunes_distill_weight(config):
         bounds[DISTILL_WEIGHT] = settings.distill_weight_range
@@ -154,6 +126,7 @@ def trial_config(base: JobConfig, run_dir: Path, hyperparameters: dict[str, floa
     """``base`` with the trial's folder, learning rate and (when tuned) distillation weight."""
     data = base.model_dump(mode="json")
     data["run_dir"] = str(run_dir)
+    data["tune"] = None  # a trial, and the installed winner, are ordinary runs
     data["optim"]["lr"] = hyperparameters["lr"]
     if DISTILL_WEIGHT in hyperparameters:
         data["strategy"]["params"][DISTILL_WEIGHT] = hyperparameters[DISTILL_WEIGHT]
@@ -263,13 +236,17 @@ def tune_trial(hyperparameters: dict[str, Any], base: dict[str, Any], interval_s
 
 
 # --------------------------------------------------------------------------- driver side
-def validate_settings(config: JobConfig, **settings: Any) -> TuneSettings:
+def validate_settings(config: JobConfig, **settings: Any) -> TuneConfig:
+    """The population's settings with ``interval_steps`` resolved (default: a sixth of the schedule)."""
     try:
-        validated = TuneSettings.model_validate(settings)
+        validated = TuneConfig.model_validate(settings)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "tune settings"
-        raise NasfleetError(f"--tune: {where}: {err['msg']}") from None
+        raise NasfleetError(f"tune.{where}: {err['msg']}") from None
+    if validated.interval_steps is None:
+        validated = validated.model_copy(update={"interval_steps": max(1, config.optim.steps // 6)})
+    assert validated.interval_steps is not None
     if validated.interval_steps >= config.optim.steps:
         raise NasfleetError(
             f"--tune-interval ({validated.interval_steps}) must be below the number of steps ({config.optim.steps})"
@@ -282,7 +259,7 @@ def validate_settings(config: JobConfig, **settings: Any) -> TuneSettings:
     return validated
 
 
-def build_scheduler(settings: TuneSettings, bounds: dict[str, tuple[float, float]]) -> Any:
+def build_scheduler(settings: TuneConfig, bounds: dict[str, tuple[float, float]]) -> Any:
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
     from ray.tune.schedulers.pb2 import PB2
@@ -365,6 +342,8 @@ def tune_training(
     quantile_fraction: float = 0.25,
     resample_probability: float = 0.25,
     synchronous: bool = True,
+    lr_factors: tuple[float, float] = (0.3, 3.0),
+    distill_weight_range: tuple[float, float] = (0.25, 2.0),
 ) -> TuneTrainingOutcome:
     """Train a population with PBT or PB2 and install the best trial as the run in ``config.run_dir``.
 
@@ -378,10 +357,12 @@ def tune_training(
         config,
         scheduler=scheduler,
         population=population,
-        interval_steps=interval_steps if interval_steps is not None else max(1, config.optim.steps // 6),
+        interval_steps=interval_steps,
         quantile_fraction=quantile_fraction,
         resample_probability=resample_probability,
         synchronous=synchronous,
+        lr_factors=lr_factors,
+        distill_weight_range=distill_weight_range,
     )
     run_dir = Path(config.run_dir).expanduser().absolute()
     config = config_from_dict({**config.model_dump(mode="json"), "run_dir": str(run_dir)}, "config")

@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import JobConfig, load_config
+from nasfleet.orchestrator.config import DEFAULT_DEEPSPEED, JobConfig, load_config
 from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import latest_checkpoint, read_meta, read_rank_state
@@ -111,7 +111,7 @@ def test_ranks_train_different_subnets_but_keep_identical_weights(straight: JobC
 def test_the_config_a_distributed_run_writes_reruns_the_same_job(straight: JobConfig, tmp_path: Path) -> None:
     written = Path(straight.run_dir) / "config.yaml"
     job = load_config(written)
-    assert job.launch.kind == "ray" and job.launch.workers == 2 and job.launch.deepspeed == {"zero_optimization": {"stage": 0}}
+    assert job.launch.kind == "ray" and job.launch.workers == 2 and job.launch.deepspeed == DEFAULT_DEEPSPEED
     again = tmp_path / "again.yaml"
     again.write_text(written.read_text().replace(str(straight.run_dir), str(tmp_path / "again")))
     result = nasfleet("train", "--config", str(again), "--ray-address", ray.get_runtime_context().gcs_address)

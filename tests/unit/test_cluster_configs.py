@@ -141,3 +141,14 @@ def test_rayjob_has_the_fields_kuberay_needs() -> None:
         for g in gpu_groups for c in g["template"]["spec"]["containers"]
     )
     assert int(options["--workers"]) == gpus  # one Ray Train worker per GPU
+
+
+def test_the_built_in_deepspeed_default_is_the_zero0_cpu_file() -> None:
+    """The README and cluster_configs/README.md call zero0_cpu.json the default: they must be the same settings."""
+    from nasfleet.orchestrator.config import DEFAULT_DEEPSPEED, JobConfig
+    from nasfleet.orchestrator.train import deepspeed_config_for
+
+    shipped = json.loads((ROOT / "cluster_configs" / "deepspeed" / "zero0_cpu.json").read_text())
+    batch = JobConfig().data.batch_size
+    assert deepspeed_config_for(shipped, batch) == deepspeed_config_for(DEFAULT_DEEPSPEED, batch)
+    assert JobConfig().launch.deepspeed == DEFAULT_DEEPSPEED
