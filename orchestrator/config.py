@@ -113,6 +113,12 @@ class LaunchConfig(_Strict):
     """Serve Prometheus metrics on 127.0.0.1:PORT (``ray``: the local cluster's metrics-export port)."""
     comm: CommConfig = Field(default_factory=CommConfig)
 
+    @field_validator("deepspeed")
+    @classmethod
+    def _canonical_order(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Sorted keys, so the config a run writes does not depend on how the file was ordered."""
+        return _sorted_keys(settings)
+
     @property
     def distributed(self) -> bool:
         return self.kind != "local"
@@ -349,6 +355,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             target = child
         target[parts[-1]] = value
     return result
+
+
+def _sorted_keys(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _sorted_keys(data[key]) for key in sorted(data)}
+    return data
 
 
 def _deep_copy(data: Any) -> Any:

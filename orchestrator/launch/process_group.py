@@ -75,13 +75,20 @@ def train_process_group(job: JobConfig, resume: bool, last_step: int | None = No
     launcher: Launcher = "mpi" if job.launch.kind == "mpi" else "torchrun"
     left_to_train = check_run_folder(job, resume)
     rank, world = init_process_group(launcher, job.launch.gpu)
-    if rank == 0:
-        write_run_config(job)
-    torch.distributed.barrier()
-    if not left_to_train:
-        return rank
+    try:
+        if rank == 0:
+            write_run_config(job)
+        torch.distributed.barrier()
+        if left_to_train:
+            _train_this_rank(job, rank, world, last_step)
+    finally:
+        # Left to interpreter exit, the group's threads can abort the process after a clean run.
+        torch.distributed.destroy_process_group()
+    return rank
+
+
+def _train_this_rank(job: JobConfig, rank: int, world: int, last_step: int | None) -> None:
     endpoint = prometheus_metrics(job.launch.metrics_port) if job.launch.metrics_port is not None and rank == 0 else None
     context = RunFolderContext(job.run_dir, rank, world, endpoint.metrics if endpoint else None)
     prediction = predict_for_job(job, world)
     train_rank(job, context, last_step, prediction.allreduce_s if prediction else None)
-    return rank

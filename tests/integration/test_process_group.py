@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from nasfleet.orchestrator.train import latest_checkpoint
+from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state
 
 from conftest import tiny_config
 
@@ -56,8 +56,8 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(
     checkpoint = latest_checkpoint(str(run_dir))
     assert checkpoint is not None and checkpoint.endswith("checkpoint_00000012")
     assert not list(run_dir.glob(".checkpoint_*"))  # staged folders were all published
-    ranks = [torch.load(Path(checkpoint) / f"rank_{r}.pt", weights_only=False) for r in range(2)]
-    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    ranks = [read_rank_state(checkpoint, r) for r in range(2)]
+    assert ranks[0].weights_sha256 == ranks[1].weights_sha256
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [4.0, 8.0, 12.0]
     results = pd.read_parquet(run_dir / "results")

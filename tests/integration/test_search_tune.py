@@ -38,7 +38,7 @@ def trained(run_dir: Path) -> TrainedSupernet:
 
 
 def evaluations(run_dir: Path, name: str) -> list[dict]:
-    return pq.read_table(search_folder(run_dir, name) / "evaluations").to_pylist()
+    return pq.read_table(Path(search_folder(run_dir, name)) / "evaluations").to_pylist()
 
 
 def test_a_search_records_every_trial_and_writes_a_non_dominated_front(
@@ -57,18 +57,18 @@ def test_a_search_records_every_trial_and_writes_a_non_dominated_front(
     # The front is exactly the non-dominated rows, cheapest first, each with a test accuracy.
     points = np.array([[-r["accuracy"], r["mflops"]] for r in rows])
     expected = {rows[i]["arch"] for i in np.flatnonzero(pareto_mask(points))}
-    front = json.loads((outcome.folder / "pareto.json").read_text())["front"]
+    front = json.loads((Path(outcome.folder) / "pareto.json").read_text())["front"]
     assert {json.dumps(m["arch"], sort_keys=True) for m in front} == {
         json.dumps(json.loads(a), sort_keys=True) for a in expected
     }
     assert [m["costs"]["mflops"] for m in front] == sorted(m["costs"]["mflops"] for m in front)
     assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in front)
-    assert (outcome.folder / "pareto_mflops.png").stat().st_size > 0
-    assert "| K |" in (outcome.folder / "pareto.md").read_text()
+    assert (Path(outcome.folder) / "pareto_mflops.png").stat().st_size > 0
+    assert "| K |" in (Path(outcome.folder) / "pareto.md").read_text()
 
 
 def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster: str, run_dir: Path) -> None:
-    results = [json.loads(line) for p in (search_folder(run_dir, "fifo") / "tune").glob("*/result.json")
+    results = [json.loads(line) for p in (Path(search_folder(run_dir, "fifo")) / "tune").glob("*/result.json")
                for line in p.read_text().splitlines()]
     pids = {r["actor_pid"] for r in results}
     assert len(pids) <= 2  # concurrency 2: two actors served all 8 trials
@@ -85,7 +85,7 @@ def test_asha_stops_poor_subnets_after_part_of_the_validation_split(
     stopped = [r for r in rows if not r["complete"]]
     assert stopped and all(r["val_samples"] < len(trained.data.val) for r in stopped)
     assert outcome.val_samples_now < 10 * len(trained.data.val)
-    front = json.loads((outcome.folder / "pareto.json").read_text())["front"]
+    front = json.loads((Path(outcome.folder) / "pareto.json").read_text())["front"]
     complete = {json.dumps(json.loads(r["arch"]), sort_keys=True) for r in rows if r["complete"]}
     assert all(json.dumps(m["arch"], sort_keys=True) in complete for m in front)
 
@@ -124,7 +124,7 @@ def test_a_search_minimises_latency_under_a_communication_bound(
     rows = evaluations(run_dir, "deploy")
     assert len(rows) == 6 and all(r["comm_ms"] <= limit for r in rows)
     assert all(r["latency_ms"] == pytest.approx(table.predict_ms(arch_from_json(r["arch"]))) for r in rows)
-    assert (outcome.folder / "pareto_latency_ms.png").is_file()
+    assert (Path(outcome.folder) / "pareto_latency_ms.png").is_file()
     assert all("latency_ms" in m.costs for m in outcome.front)
 
 
@@ -137,7 +137,7 @@ def test_a_killed_search_resumes_without_reevaluating(run_dir: Path, tmp_path: P
     BUDGET = 60
     args = [*CLI, "search", "--run", str(run_dir), "--name", "killed", "--evaluations", str(BUDGET), "--concurrency", "1"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    folder = search_folder(run_dir, "killed") / "evaluations"
+    folder = Path(search_folder(run_dir, "killed")) / "evaluations"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(folder.glob("part-*.parquet"))) < 3:
         time.sleep(0.5)
@@ -155,7 +155,7 @@ def test_a_killed_search_resumes_without_reevaluating(run_dir: Path, tmp_path: P
 def test_export_writes_the_chosen_front_member_as_a_standalone_model(
     ray_cluster: str, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
 ) -> None:
-    front = json.loads((search_folder(run_dir, "fifo") / "pareto.json").read_text())["front"]
+    front = json.loads((Path(search_folder(run_dir, "fifo")) / "pareto.json").read_text())["front"]
     result = nasfleet("export", "--run", str(run_dir), "--pareto", "1", "--search", "fifo", "--out", str(tmp_path / "m"))
     assert result.returncode == 0, result.stderr
     model, arch = load_subnet(tmp_path / "m")
@@ -177,7 +177,7 @@ def test_bad_search_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) 
     assert_one_line_error(nasfleet("search", "--run", str(tmp_path)), "holds no trained supernet")
     assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--objective", "latency_ms"), "latency table")
     assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--name", "none", "--resume"), "cannot resume")
-    assert not (search_folder(run_dir, "search")).exists()  # nothing written for rejected input
+    assert not Path(search_folder(run_dir, "search")).exists()  # nothing written for rejected input
 
 
 def test_the_demo_ends_with_a_search_and_prints_its_pareto_front(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_the_demo_ends_with_a_search_and_prints_its_pareto_front(tmp_path: Path)
     result = nasfleet("demo", "--run-dir", str(run), "--steps", "30", "--workers", "0", "--search", "4", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Pareto front — 4 subnets evaluated" in result.stdout
-    assert (search_folder(run, "demo") / "pareto.json").is_file()
+    assert (Path(search_folder(run, "demo")) / "pareto.json").is_file()
     again = nasfleet("demo", "--run-dir", str(run), "--steps", "30", "--workers", "0", "--search", "4", timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "evaluated now: 0 " in " ".join(again.stdout.split())  # rerun: resumed, nothing evaluated twice

@@ -149,7 +149,7 @@ def test_the_winner_is_installed_as_an_ordinary_run(pbt: TuneTrainingOutcome) ->
     winner = next(t for t in pbt.trials if t.trial == pbt.winner)
     assert winner.score == max(t.score for t in pbt.trials)
     trained = load_trained(pbt.run_dir)
-    assert trained.step == STEPS and trained.config.run_dir == pbt.run_dir
+    assert trained.step == STEPS and Path(trained.config.run_dir) == pbt.run_dir
     assert trained.config.optim.lr == pytest.approx(winner.lr)
     assert trained.config.strategy.params["distill_weight"] == pytest.approx(winner.distill_weight)
     results = evaluate_standard_subnets(trained, ("val",), random_subnets=0)
