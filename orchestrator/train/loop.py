@@ -119,6 +119,15 @@ def _check_resumable(meta: CheckpointMeta, backend: TrainingBackend, world_size:
         )
 
 
+@dataclass
+class RankProgress:
+    """Where this rank is: carried across restarts in its rank state."""
+
+    step: int = 0
+    subnets_trained: int = 0
+    resumed_from_step: int = 0
+
+
 def train_rank(
     job: JobConfig, context: RankContext, last_step: int | None = None, predicted_allreduce_s: float | None = None
 ) -> int:
@@ -132,21 +141,10 @@ def train_rank(
     torch.set_num_threads(job.launch.threads)
     setup = build_rank(job, sampling_rank(job, rank))
     backend = make_backend(job, setup)
-    step = subnets_trained = resumed_from = 0
-    log = MetricsLog(job.run_dir)
+    progress, log = RankProgress(), MetricsLog(job.run_dir)
     with context.resume_point() as point:
         if point is not None:
-            _check_resumable(point.meta, backend, world, job.launch.threads)
-            if backend.name == "torch":  # DeepSpeed's engine restores the module itself
-                # The weights first: a job with another space is then told so, not that its optimizer differs.
-                supernet = point.folder / SUPERNET_FILE
-                load_state_into(backend.module, safe_torch_load(supernet.read_bytes(), f"checkpoint file {supernet}"), str(supernet))
-            backend.load(point.folder, rank)
-            setup.strategy.load_state_dict(point.state.strategy)
-            setup.rng.bit_generator.state = point.state.rng_numpy
-            torch.set_rng_state(point.state.rng_torch)
-            step = resumed_from = point.state.step
-            subnets_trained = point.state.subnets_trained
+            progress = _resume(point, job, setup, backend, world, rank)
             log = MetricsLog(job.run_dir, point.metrics_lines)
     if rank == 0:
         log.restart()
@@ -154,7 +152,8 @@ def train_rank(
     shared = tuple(t.to(backend.device) for t in batches.shared_batch())
     role_means, window, metrics = RoleMeans(), ThroughputWindow(job.data.batch_size, world), context.metrics()
     backend.module.train()
-    while step < last_step:
+    while progress.step < last_step:
+        step = progress.step
         example_ids = batches.indices(step)
         images, labels = (t.to(backend.device) for t in batches.examples(example_ids))
         started = time.perf_counter()
@@ -165,16 +164,16 @@ def train_rank(
         allreduce_s = backend.step()
         window.add(computed - started, time.perf_counter() - computed, allreduce_s, len(results))
         role_means.add(results)
-        step += 1
-        subnets_trained += len(results)
+        progress.step += 1
+        progress.subnets_trained += len(results)
 
+        step = progress.step
         at_checkpoint = step % job.checkpoint_every_steps == 0 or step == last_step
-        at_log = step % job.log_every_steps == 0 or step == job.optim.steps
         status = ""
-        if at_log or at_checkpoint:
+        if at_checkpoint or step % job.log_every_steps == 0 or step == job.optim.steps:
             means = role_means.take()
             record = {
-                "step": step, "lr": backend.lr(), "world_size": world, "resumed_from_step": resumed_from,
+                "step": step, "lr": backend.lr(), "world_size": world, "resumed_from_step": progress.resumed_from_step,
                 "timing": window.take(), "by_role": means,
             }
             if predicted_allreduce_s is not None:
@@ -184,29 +183,54 @@ def train_rank(
             if metrics is not None:
                 metrics.window(int(record["timing"]["steps"]), record["timing"], means)
             status = "  ".join(f"{role} loss {m['loss']:.3f} acc {m['accuracy']:.2f}" for role, m in means.items())
-            if not at_checkpoint:
-                context.publish(step, record, None)
+            if at_checkpoint:
+                _checkpoint(context, job, setup, backend, log, progress, record, metrics)
             else:
-                try:
-                    with context.staging_folder(step) as folder:
-                        checkpoint_started = time.perf_counter()
-                        state = RankState(
-                            step, subnets_trained, resumed_from, setup.strategy.state_dict(),
-                            setup.rng.bit_generator.state, torch.get_rng_state(), weights_sha256(backend.module),
-                        )
-                        backend.save(folder, rank)
-                        write_rank_state(folder, rank, state)
-                        context.barrier()
-                        if rank == 0:
-                            write_supernet(folder, backend.module)
-                            log.write_into(folder)
-                            (folder / CONFIG_FILE).write_text(config_yaml(job))
-                            write_meta(folder, CheckpointMeta(step, world, backend.name, job.launch.threads))
-                        record["timing"]["checkpoint_s"] = time.perf_counter() - checkpoint_started
-                        if metrics is not None:
-                            metrics.checkpoint(record["timing"]["checkpoint_s"])
-                        context.publish(step, record, folder)
-                except OSError as exc:  # a full disk, a read-only or vanished run folder
-                    raise storage_error("write", join(job.run_dir, checkpoint_name(step)), exc) from None
+                context.publish(step, record, None)
         context.step_done(step, last_step, status)
-    return step
+    return progress.step
+
+
+def _resume(
+    point: ResumePoint, job: JobConfig, setup: RankSetup, backend: TrainingBackend, world: int, rank: int
+) -> RankProgress:
+    """Restore the weights, optimizer, strategy and RNG states a checkpoint holds for this rank."""
+    _check_resumable(point.meta, backend, world, job.launch.threads)
+    if backend.name == "torch":  # DeepSpeed's engine restores the module itself
+        # The weights first: a job with another space is then told so, not that its optimizer differs.
+        supernet = point.folder / SUPERNET_FILE
+        load_state_into(backend.module, safe_torch_load(supernet.read_bytes(), f"checkpoint file {supernet}"), str(supernet))
+    backend.load(point.folder, rank)
+    setup.strategy.load_state_dict(point.state.strategy)
+    setup.rng.bit_generator.state = point.state.rng_numpy
+    torch.set_rng_state(point.state.rng_torch)
+    return RankProgress(point.state.step, point.state.subnets_trained, point.state.step)
+
+
+def _checkpoint(
+    context: RankContext, job: JobConfig, setup: RankSetup, backend: TrainingBackend, log: MetricsLog,
+    progress: RankProgress, record: dict[str, Any], metrics: TrainingMetrics | None,
+) -> None:
+    """Every rank writes its part of the checkpoint, rank 0 the shared files (``meta.json`` last); then publish."""
+    rank, step = context.rank, progress.step
+    try:
+        with context.staging_folder(step) as folder:
+            started = time.perf_counter()
+            state = RankState(
+                step, progress.subnets_trained, progress.resumed_from_step, setup.strategy.state_dict(),
+                setup.rng.bit_generator.state, torch.get_rng_state(), weights_sha256(backend.module),
+            )
+            backend.save(folder, rank)
+            write_rank_state(folder, rank, state)
+            context.barrier()
+            if rank == 0:
+                write_supernet(folder, backend.module)
+                log.write_into(folder)
+                (folder / CONFIG_FILE).write_text(config_yaml(job))
+                write_meta(folder, CheckpointMeta(step, context.world_size, backend.name, job.launch.threads))
+            record["timing"]["checkpoint_s"] = time.perf_counter() - started
+            if metrics is not None:
+                metrics.checkpoint(record["timing"]["checkpoint_s"])
+            context.publish(step, record, folder)
+    except OSError as exc:  # a full disk, a read-only or vanished run folder
+        raise storage_error("write", join(job.run_dir, checkpoint_name(step)), exc) from None
