@@ -295,7 +295,7 @@ def trained_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_nasfleet_train_with_two_workers_listens_on_loopback_only(trained_tiny_run: Path) -> None:
     code, sockets, tail = _sockets_while_running(
         ["train", "-c", str(trained_tiny_run / "job.yaml"), "--run-dir", str(trained_tiny_run / "dp"),
-         "--workers", "2", "--set", "optim.steps=40"], trained_tiny_run,
+         "--workers", "2", "--set", "optim.steps=20"], trained_tiny_run,
     )
     assert code == 0, tail
     assert_loopback_only(sockets, ["gcs_server", "raylet", "RayTrainWorker"])

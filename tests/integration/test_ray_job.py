@@ -43,7 +43,7 @@ def _stop_cluster(temp_dir: str) -> None:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(list(victims), timeout=15)
+    _, alive = psutil.wait_procs(list(victims), timeout=3)  # Ray processes may ignore SIGTERM for long
     for p in alive:
         p.kill()
 
