@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
 from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
@@ -54,6 +55,12 @@ def ray_cluster() -> Iterator[str]:
     init_loopback_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def write_config(path: Path, run_dir: Path, **overrides: object) -> Path:
+    """A job YAML for :func:`tiny_config` with ``overrides``, as a user would pass to ``--config``."""
+    path.write_text(yaml.safe_dump(tiny_config(run_dir, **overrides).model_dump(mode="json")))
+    return path
 
 
 def train(

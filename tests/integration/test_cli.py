@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, nasfleet, tiny_config
-
-def write_config(path: Path, run_dir: Path, **overrides: object) -> Path:
-    path.write_text(yaml.safe_dump(tiny_config(run_dir, **overrides).model_dump(mode="json")))
-    return path
+from conftest import assert_one_line_error, nasfleet, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")

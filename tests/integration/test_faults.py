@@ -16,7 +16,7 @@ import yaml
 from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.train import completed_checkpoints
 
-from conftest import CLI, assert_one_line_error, nasfleet, tiny_config
+from conftest import CLI, assert_one_line_error, nasfleet, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +31,11 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def write_job(path: Path, run: Path, **overrides: object) -> Path:
-    path.write_text(yaml.safe_dump(tiny_config(run, **overrides).model_dump(mode="json")))
-    return path
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults")
-    result = nasfleet("train", "--config", str(write_job(root / "job.yaml", root / "run")), "--no-progress")
+    result = nasfleet("train", "--config", str(write_config(root / "job.yaml", root / "run")), "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     return root / "run"
 
@@ -65,7 +61,7 @@ def test_a_planted_pickle_never_runs(trained: Path, tmp_path: Path, planted: str
     elif command == "export":
         result = nasfleet("export", "--run", str(run), "--out", str(tmp_path / "out"))
     else:
-        job = write_job(tmp_path / "longer.yaml", run, optim={"steps": 16, "lr": 0.05, "warmup_steps": 2})
+        job = write_config(tmp_path / "longer.yaml", run, optim={"steps": 16, "lr": 0.05, "warmup_steps": 2})
         result = nasfleet("train", "--config", str(job), "--resume", "--no-progress")
     assert_one_line_error(result, planted.rsplit("/", 1)[-1])
     assert not marker.exists()
@@ -86,7 +82,7 @@ def test_a_plain_pickle_export_never_runs(trained: Path, tmp_path: Path) -> None
 
 
 def test_a_second_writer_is_refused_and_the_first_run_finishes_intact(tmp_path: Path) -> None:
-    job = write_job(tmp_path / "job.yaml", tmp_path / "run", optim={"steps": 200, "lr": 0.05, "warmup_steps": 2},
+    job = write_config(tmp_path / "job.yaml", tmp_path / "run", optim={"steps": 200, "lr": 0.05, "warmup_steps": 2},
                     checkpoint_every_steps=50, log_every_steps=25)
     first = subprocess.Popen([*CLI, "train", "--config", str(job), "--no-progress"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -106,9 +102,9 @@ def test_a_second_writer_is_refused_and_the_first_run_finishes_intact(tmp_path: 
 
 def test_a_killed_training_process_resumes_to_the_same_weights(tmp_path: Path) -> None:
     overrides = dict(optim={"steps": 120, "lr": 0.05, "warmup_steps": 2}, checkpoint_every_steps=20, log_every_steps=20)
-    straight = write_job(tmp_path / "straight.yaml", tmp_path / "straight", **overrides)
+    straight = write_config(tmp_path / "straight.yaml", tmp_path / "straight", **overrides)
     assert nasfleet("train", "--config", str(straight), "--no-progress").returncode == 0
-    job = write_job(tmp_path / "killed.yaml", tmp_path / "killed", **overrides)
+    job = write_config(tmp_path / "killed.yaml", tmp_path / "killed", **overrides)
     victim = subprocess.Popen([*CLI, "train", "--config", str(job), "--no-progress"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, nasfleet, tiny_config, train
+from conftest import assert_one_line_error, nasfleet, tiny_config, train, write_config
 
 LOCK_FILE = ".nasfleet.lock"  # the run lock: an empty file the holder flocks, not run data
 RAY_DOWN = ("--workers", "2", "--ray-address", "127.0.0.1:9")
@@ -96,10 +96,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         if path.is_file() and path.name != LOCK_FILE
     }
 
-
-def write_config(path: Path, run_dir: Path, **overrides: object) -> Path:
-    path.write_text(yaml.safe_dump(tiny_config(run_dir, **overrides).model_dump(mode="json")))
-    return path
 
 
 # --------------------------------------------------------------------------- the runs the cases damage
