@@ -212,6 +212,9 @@ def _child(stage: int, root: Path) -> dict[str, Any]:
 
     import deepspeed
 
+    from nasfleet.orchestrator.train.deepspeed_ops import prepare_deepspeed_cpu
+
+    prepare_deepspeed_cpu()  # as every nasfleet process does: no JIT build of an op training never uses
     torch.set_num_threads(1)
     start = time.monotonic()
     deepspeed.init_distributed(dist_backend="gloo")
