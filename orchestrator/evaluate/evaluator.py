@@ -3,8 +3,9 @@
 Both paths run :func:`~nasfleet.orchestrator.evaluate.subnets.evaluate_arch` on the same
 inputs, so they give the same accuracies; the pool spreads the subnets over actors that
 share one object-store copy of the weights and the data. ``nasfleet evaluate --actors N``
-and the library use this; ``nasfleet search`` runs its trials on Ray Tune actors built the
-same way (:func:`~nasfleet.orchestrator.evaluate.pool.trained_from_shared`).
+and the library use this. ``nasfleet search`` evaluates on the same actor body
+(:class:`~nasfleet.orchestrator.evaluate.pool.SupernetReplica`): its Tune trials each hold one,
+and the front's test accuracies come from a pool over the same object-store copy.
 """
 
 from __future__ import annotations

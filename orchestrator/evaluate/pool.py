@@ -6,8 +6,10 @@ zero-copy and read-only from shared memory and builds its supernet *on* those ar
 (``load_state_dict(assign=True)``), so N actors cost one copy of the weights, not N.
 Only the batch-norm buffers are private per actor: per-subnet BN recalibration writes them.
 
-Each actor runs the same :func:`~nasfleet.orchestrator.evaluate.subnets.evaluate_arch` as the
-in-process path, so the pool's accuracies equal it exactly (same threads, same inputs).
+Each actor is a :class:`SupernetReplica`, which runs the same
+:func:`~nasfleet.orchestrator.evaluate.subnets.evaluate_arch` as the in-process path, so the
+pool's accuracies equal it exactly (same threads, same inputs). ``nasfleet search`` puts the
+supernet in the store once (:class:`SharedSupernet`) and evaluates on replicas of it too.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.data import DataSplits, ImageSet
 from nasfleet.orchestrator.metrics import TrainingMetrics
-from nasfleet.orchestrator.evaluate.subnets import SubnetResult, evaluate_arch
+from nasfleet.orchestrator.evaluate.subnets import SubnetResult, correct_count, evaluate_arch
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet, build_model, load_trained
 from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
 from nasfleet.orchestrator.train.setup import job_space
-from nasfleet.supernet import Arch
+from nasfleet.supernet import Arch, recalibrate_batchnorm
 
 SPLITS = ("train", "val", "test")
 
@@ -117,6 +119,65 @@ def trained_from_shared(
     return TrainedSupernet(config, data_splits, space, model, step)
 
 
+@dataclass(frozen=True)
+class SharedSupernet:
+    """A trained supernet placed in Ray's object store once: what every evaluator of a command maps.
+
+    It pickles small (the job config and two object references), so it can be handed to
+    Ray actors and Tune trials alike; each of them maps the same weights and data.
+    """
+
+    config: JobConfig
+    step: int
+    refs: tuple[ray.ObjectRef, ray.ObjectRef]
+
+    @classmethod
+    def put(cls, trained: TrainedSupernet) -> SharedSupernet:
+        weights, data = shareable(trained)
+        return cls(trained.config, trained.step, (ray.put(weights), ray.put(data)))
+
+
+class SupernetReplica:
+    """One evaluator's supernet, built over the shared weights: the body of every evaluation actor.
+
+    The pool runs it as a Ray actor; a search's Tune trial holds one in its own (reused)
+    actor. Both evaluate through the same methods, so a subnet scores the same either way.
+    Batch norm is re-estimated per subnet; :meth:`correct_on` keeps the last subnet's
+    statistics so a subnet evaluated chunk by chunk is calibrated once.
+    """
+
+    def __init__(self, shared: SharedSupernet, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self._refs = shared.refs  # held so the object store keeps the buffers pinned for this replica
+        weights, data = ray.get(list(shared.refs))
+        self.trained = trained_from_shared(shared.config, shared.step, weights, data)
+        self._calibration = self.trained.calibration_batches()
+        self._calibrated_for: Arch | None = None
+
+    def evaluate(self, arch: Arch, role: str, splits: tuple[str, ...]) -> SubnetResult:
+        """Whole splits; leaves the batch-norm statistics as they were."""
+        return evaluate_arch(self.trained, arch, splits, role, self._calibration)
+
+    def correct_on(self, arch: Arch, split: str, indices: np.ndarray) -> int:
+        """How many of ``split``'s examples at ``indices`` the subnet classifies correctly."""
+        if self._calibrated_for != arch:
+            recalibrate_batchnorm(self.trained.model, arch, self._calibration)
+            self._calibrated_for = arch
+        data = self.trained.data.split(split)
+        chosen = torch.from_numpy(indices)
+        return correct_count(self.trained.model, arch, ImageSet(data.images[chosen], data.labels[chosen]))
+
+    def memory_backings(self) -> dict[str, MemoryBacking]:
+        tensors = {f"model/{n}": t for n, t in self.trained.model.state_dict().items()}
+        for split in SPLITS:
+            tensors[f"data/{split}/images"] = self.trained.data.split(split).images
+            tensors[f"data/{split}/labels"] = self.trained.data.split(split).labels
+        return _backings(tensors)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
 def _backings(tensors: dict[str, torch.Tensor]) -> dict[str, MemoryBacking]:
     maps = []
     with open("/proc/self/maps") as f:
@@ -136,29 +197,6 @@ def _backings(tensors: dict[str, torch.Tensor]) -> dict[str, MemoryBacking]:
             raise RuntimeError(f"tensor {name} at {address:#x} is in no mapping")
         out[name] = MemoryBacking(path, inode, file_offset + address - lo, shared)
     return out
-
-
-class _SubnetEvaluator:
-    """One actor: a supernet over the shared weights, evaluating one subnet per call."""
-
-    def __init__(self, config: JobConfig, step: int, shared: list[ray.ObjectRef], threads: int) -> None:
-        torch.set_num_threads(threads)
-        self._shared = shared  # held so the object store keeps the buffers pinned for this actor
-        weights, data = ray.get(shared)
-        self.trained = trained_from_shared(config, step, weights, data)
-
-    def evaluate(self, arch: Arch, role: str, splits: tuple[str, ...]) -> SubnetResult:
-        return evaluate_arch(self.trained, arch, splits, role)
-
-    def memory_backings(self) -> dict[str, MemoryBacking]:
-        tensors = {f"model/{n}": t for n, t in self.trained.model.state_dict().items()}
-        for split in SPLITS:
-            tensors[f"data/{split}/images"] = self.trained.data.split(split).images
-            tensors[f"data/{split}/labels"] = self.trained.data.split(split).labels
-        return _backings(tensors)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 class EvaluationPool:
@@ -183,6 +221,7 @@ class EvaluationPool:
         run_name: str | None = None,
         ready_timeout_s: float = 300.0,
         metrics: TrainingMetrics | None = None,
+        shared: SharedSupernet | None = None,
     ) -> None:
         if num_actors < 1:
             raise NasfleetError(f"an evaluation pool needs at least one actor, got {num_actors}")
@@ -207,13 +246,12 @@ class EvaluationPool:
         self.metrics = metrics
         self.run_name = run_name or trained.config.run_name
         self.checkpoint_id = trained.checkpoint_id
-        # One put each: every actor maps these same objects from shared memory.
-        self._shared = [ray.put(part) for part in shareable(trained)]
-        actor_class = ray.remote(_SubnetEvaluator).options(num_cpus=num_cpus_per_actor)
+        self.dataset = trained.config.data.dataset
+        # One put (or the caller's): every actor maps these same objects from shared memory.
+        self._shared: SharedSupernet | None = shared or SharedSupernet.put(trained)
+        actor_class = ray.remote(SupernetReplica).options(num_cpus=num_cpus_per_actor)
         threads = max(1, int(num_cpus_per_actor))
-        self.actors = [
-            actor_class.remote(trained.config, trained.step, self._shared, threads) for _ in range(num_actors)
-        ]
+        self.actors = [actor_class.remote(self._shared, threads) for _ in range(num_actors)]
         self._wait_until_ready(ready_timeout_s)
         self._pool = ActorPool(self.actors)
 
@@ -267,7 +305,7 @@ class EvaluationPool:
 
     def _flush(self, pending: list[SubnetResult]) -> None:
         if self.store is not None and pending:
-            self.store.append([SubnetRecord.from_result(r, self.run_name, self.checkpoint_id) for r in pending])
+            self.store.append([SubnetRecord.from_result(r, self.run_name, self.dataset, self.checkpoint_id) for r in pending])
         pending.clear()
 
     def memory_backings(self) -> list[dict[str, MemoryBacking]]:
@@ -281,7 +319,7 @@ class EvaluationPool:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
-        self._shared = []
+        self._shared = None
 
     def __enter__(self) -> EvaluationPool:
         return self

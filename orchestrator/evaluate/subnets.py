@@ -28,20 +28,27 @@ class SubnetResult:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, arch: Arch, data: ImageSet) -> float:
+def correct_count(model: nn.Module, arch: Arch, data: ImageSet) -> int:
     correct = 0
     for images, labels in iterate_batches(data, EVAL_BATCH_SIZE):
         correct += int((model(images, arch).argmax(dim=-1) == labels).sum())
-    return correct / len(data)
+    return correct
+
+
+def accuracy(model: nn.Module, arch: Arch, data: ImageSet) -> float:
+    return correct_count(model, arch, data) / len(data)
 
 
 def evaluate_arch(
-    trained: TrainedSupernet, arch: Arch, splits: tuple[str, ...] = ("val",), role: str = ""
+    trained: TrainedSupernet, arch: Arch, splits: tuple[str, ...] = ("val",), role: str = "",
+    calibration: list[torch.Tensor] | None = None,
 ) -> SubnetResult:
+    """``calibration``: the batches batch norm is re-estimated on (default: the run's own)."""
     trained.space.validate(arch)
     sets = {name: trained.data.split(name) for name in splits}
     started = time.perf_counter()
-    with calibrated_batchnorm(trained.model, arch, trained.calibration_batches()):
+    batches = calibration if calibration is not None else trained.calibration_batches()
+    with calibrated_batchnorm(trained.model, arch, batches):
         acc = {name: accuracy(trained.model, arch, data) for name, data in sets.items()}
     space = trained.space
     return SubnetResult(role, arch, space.flops(arch) / 1e6, space.params(arch), acc, time.perf_counter() - started)

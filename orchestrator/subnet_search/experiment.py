@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import SCHEDULERS, SearchSettings, search_settings
-from nasfleet.orchestrator.evaluate.subnets import evaluate_arch
+from nasfleet.orchestrator.evaluate.evaluator import InProcessEvaluator, SubnetEvaluator
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
 from nasfleet.orchestrator.storage import is_file, is_uri, join, make_dirs, read_text, write_text
 from nasfleet.orchestrator.subnet_search.pareto_report import FrontMember, front_rows, members, write_front
@@ -33,6 +33,9 @@ from nasfleet.strategies.searchers import (
     Constraint, Evaluated, SearchProblem, build_searcher, hypervolume,
 )
 from nasfleet.supernet import arch_from_json
+
+if TYPE_CHECKING:
+    from nasfleet.orchestrator.evaluate.pool import SharedSupernet
 
 SETTINGS_FILE = "settings.json"
 EVALUATIONS_FOLDER = "evaluations"
@@ -122,30 +125,29 @@ def run_search(
             arch = trained.space.validate(arch_from_json(row["arch"]))
             algorithm.tell(Evaluated(arch, row["accuracy"], problem.costs(arch), row["complete"]))
         remaining = settings.evaluations - len(recorded)
-        evaluated_now = val_samples_now = 0
-        if remaining > 0:
-            evaluated_now, val_samples_now = _tune(
-                trained, settings, problem, algorithm, log, folder, remaining, ray_address
-            )
-        return _finish(trained, settings, problem, log, folder, evaluated_now, val_samples_now)
+        if remaining <= 0:  # everything is recorded: only the front's test accuracies are left, here
+            return _finish(trained, settings, problem, log, folder, InProcessEvaluator(trained, ("test",)), 0, 0)
+        from nasfleet.orchestrator.evaluate.pool import EvaluationPool, SharedSupernet
+        from nasfleet.orchestrator.launch.ray_cluster import connect_ray
+
+        connect_ray(ray_address)
+        shared = SharedSupernet.put(trained)  # the one copy that the trials and the test evaluation map
+        evaluated_now, val_samples_now = _tune(trained, shared, settings, problem, algorithm, log, folder, remaining)
+        front_size = len(front_rows(log.read(), tuple(settings.objectives)))
+        actors = max(1, min(settings.concurrency, front_size))
+        with EvaluationPool(trained, num_actors=actors, splits=("test",), shared=shared) as pool:
+            return _finish(trained, settings, problem, log, folder, pool, evaluated_now, val_samples_now)
 
 
 def _tune(
-    trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, algorithm: Any, log: ParquetLog,
-    folder: str, trials: int, ray_address: str | None,
+    trained: TrainedSupernet, shared: SharedSupernet, settings: SearchSettings, problem: SearchProblem, algorithm: Any,
+    log: ParquetLog, folder: str, trials: int,
 ) -> tuple[int, int]:
     from ray import tune
 
-    from nasfleet.orchestrator.launch.ray_cluster import connect_ray
-    from nasfleet.orchestrator.evaluate.pool import shareable
     from nasfleet.orchestrator.subnet_search.trial import ArchSearcher, RecordEvaluations, SubnetTrial
 
-    connect_ray(ray_address)
-    weights, data = shareable(trained)
-    trainable = tune.with_parameters(
-        SubnetTrial, weights=weights, data=data, train_config=trained.config.model_dump(mode="json"),
-        step=trained.step, chunks=settings.chunks, seed=settings.seed,
-    )
+    trainable = tune.with_parameters(SubnetTrial, shared=shared, chunks=settings.chunks, seed=settings.seed)
     searcher = ArchSearcher(algorithm)
     labels = {"search": settings.name, "searcher": settings.searcher, "scheduler": settings.scheduler}
     recorder = RecordEvaluations(log, problem, labels, trained.checkpoint_id)
@@ -189,13 +191,13 @@ def make_scheduler(settings: SearchSettings) -> Any:
 
 def _finish(
     trained: TrainedSupernet, settings: SearchSettings, problem: SearchProblem, log: ParquetLog, folder: str,
-    evaluated_now: int, val_samples_now: int,
+    test_evaluator: SubnetEvaluator, evaluated_now: int, val_samples_now: int,
 ) -> SearchOutcome:
     """The front of everything recorded, each member's test accuracy, and the files."""
     table = log.read()
     objectives = tuple(settings.objectives)
     rows = front_rows(table, objectives)
-    tests = [evaluate_arch(trained, arch_from_json(r["arch"]), ("test",)).accuracy["test"] for r in rows]
+    tests = [r.accuracy["test"] for r in test_evaluator.evaluate([arch_from_json(r["arch"]) for r in rows])]
     front = members(rows, objectives, tests)
     complete = [r for r in table.to_pylist() if r["complete"]]
     points = np.array([[-r["accuracy"], *(r[n] for n in objectives)] for r in complete], dtype=float)

@@ -1,8 +1,9 @@
 """The Ray Tune side of a search: a trial evaluates one subnet, a searcher proposes them.
 
 :class:`SubnetTrial` is a class trainable so that, with ``reuse_actors=True``, each Tune
-actor builds its supernet over the shared object-store weights once (in ``setup``) and
-then serves trial after trial through ``reset_config``. A trial's fidelity is how much of
+actor builds a :class:`~nasfleet.orchestrator.evaluate.pool.SupernetReplica` (the evaluation
+pool's actor body) over the shared object-store weights once, in ``setup``, and then serves
+trial after trial through ``reset_config``. A trial's fidelity is how much of
 the validation set it has seen: each ``step`` evaluates one more fixed chunk and reports
 the running accuracy, so ASHA, HyperBand or the median rule can stop a poor subnet after
 its first chunks. Every trial uses the same chunks in the same order, so trials at the same
@@ -17,19 +18,15 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from ray import tune
 from ray.tune.search import Searcher
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import config_from_dict
-from nasfleet.orchestrator.data import ImageSet
-from nasfleet.orchestrator.evaluate.pool import trained_from_shared
-from nasfleet.orchestrator.evaluate.subnets import accuracy
+from nasfleet.orchestrator.evaluate.pool import SharedSupernet, SupernetReplica
 from nasfleet.orchestrator.results.store import ParquetLog
 from nasfleet.orchestrator.subnet_search.log import evaluation_row
 from nasfleet.strategies.searchers import Evaluated, SearchAlgorithm, SearchProblem
-from nasfleet.supernet import Arch, arch_from_json, arch_to_json, recalibrate_batchnorm
+from nasfleet.supernet import Arch, arch_from_json, arch_to_json
 
 
 def validation_chunks(num_examples: int, chunks: int, seed: int) -> list[np.ndarray]:
@@ -43,16 +40,14 @@ class SubnetTrial(tune.Trainable):
     """Evaluate one subnet of the shared supernet, one validation chunk per step."""
 
     def setup(  # type: ignore[override]
-        self, config: dict[str, Any], weights: dict[str, np.ndarray], data: dict[str, Any],
-        train_config: dict[str, Any], step: int, chunks: int, seed: int,
+        self, config: dict[str, Any], shared: SharedSupernet, chunks: int, seed: int
     ) -> None:
-        torch.set_num_threads(1)
         # Tune logs each trial's end-of-trial checkpoint at INFO: noise in a search's output.
         for name in ("ray.tune", "ray.train"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.trained = trained_from_shared(config_from_dict(train_config), step, weights, data)
-        self.calibration = self.trained.calibration_batches()
-        self.chunks = validation_chunks(len(self.trained.data.val), chunks, seed)
+        self.replica = SupernetReplica(shared, threads=1)
+        self.space = self.replica.trained.space
+        self.chunks = validation_chunks(len(self.replica.trained.data.val), chunks, seed)
         self.trials_served = 1
         self._start(config["arch"])
 
@@ -62,20 +57,14 @@ class SubnetTrial(tune.Trainable):
         return True
 
     def _start(self, arch_json: str) -> None:
-        self.arch = self.trained.space.validate(arch_from_json(arch_json))
+        self.arch = self.space.validate(arch_from_json(arch_json))
         self.correct = self.seen = self.chunks_done = 0
-        self.calibrated = False
         self.eval_s = 0.0
 
     def step(self) -> dict[str, Any]:
         started = time.perf_counter()
-        if not self.calibrated:
-            recalibrate_batchnorm(self.trained.model, self.arch, self.calibration)
-            self.calibrated = True
-        indices = torch.from_numpy(self.chunks[self.chunks_done])
-        val = self.trained.data.val
-        chunk = ImageSet(val.images[indices], val.labels[indices])
-        self.correct += round(accuracy(self.trained.model, self.arch, chunk) * len(chunk))
+        chunk = self.chunks[self.chunks_done]
+        self.correct += self.replica.correct_on(self.arch, "val", chunk)
         self.seen += len(chunk)
         self.chunks_done += 1
         self.eval_s += time.perf_counter() - started

@@ -62,7 +62,10 @@ def test_a_search_records_every_trial_and_writes_a_non_dominated_front(
         json.dumps(json.loads(a), sort_keys=True) for a in expected
     }
     assert [m["costs"]["mflops"] for m in front] == sorted(m["costs"]["mflops"] for m in front)
-    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in front)
+    # The front's test accuracies come from the evaluation pool; they equal the in-process path.
+    for member in front:
+        arch = trained.space.arch_from_dict(member["arch"])
+        assert member["test_accuracy"] == evaluate_arch(trained, arch, ("test",)).accuracy["test"]
     assert (Path(outcome.folder) / "pareto_mflops.png").stat().st_size > 0
     assert "| K |" in (Path(outcome.folder) / "pareto.md").read_text()
 
@@ -128,13 +131,13 @@ def test_a_search_minimises_latency_under_a_communication_bound(
     assert all("latency_ms" in m.costs for m in outcome.front)
 
 
-def test_a_killed_search_resumes_without_reevaluating(run_dir: Path, tmp_path: Path) -> None:
+def test_a_killed_search_resumes_without_reevaluating(ray_cluster: str, run_dir: Path, tmp_path: Path) -> None:
     """SIGKILL the whole driver (and the Ray it started) mid-search, then `--resume`.
 
     Tiny-supernet trials take a fraction of a second, so the budget is large enough that the
     search is still running when the third recorded trial is seen.
     """
-    BUDGET = 60
+    BUDGET = 24
     args = [*CLI, "search", "--run", str(run_dir), "--name", "killed", "--evaluations", str(BUDGET), "--concurrency", "1"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     folder = Path(search_folder(run_dir, "killed")) / "evaluations"
@@ -145,7 +148,10 @@ def test_a_killed_search_resumes_without_reevaluating(run_dir: Path, tmp_path: P
     process.wait()
     recorded = evaluations(run_dir, "killed")
     assert 3 <= len(recorded) < BUDGET
-    result = nasfleet("search", "--run", str(run_dir), "--name", "killed", "--resume", "--evaluations", str(BUDGET))
+    result = nasfleet(
+        "search", "--run", str(run_dir), "--name", "killed", "--resume", "--evaluations", str(BUDGET),
+        "--ray-address", ray_cluster,
+    )
     assert result.returncode == 0, result.stderr
     after = evaluations(run_dir, "killed")
     assert len(after) == BUDGET and len({r["arch"] for r in after}) == BUDGET
@@ -168,16 +174,6 @@ def test_export_writes_the_chosen_front_member_as_a_standalone_model(
         nasfleet("export", "--run", str(run_dir), "--pareto", "99", "--search", "fifo", "--out", str(tmp_path / "x")),
         "out of range",
     )
-
-
-def test_bad_search_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:
-    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--constraint", "mflops<=0.0001"), "no subnet satisfies")
-    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--scheduler", "pbt"), "unknown scheduler 'pbt'")
-    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--searcher", "grid"), "unknown searcher 'grid'")
-    assert_one_line_error(nasfleet("search", "--run", str(tmp_path)), "holds no trained supernet")
-    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--objective", "latency_ms"), "latency table")
-    assert_one_line_error(nasfleet("search", "--run", str(run_dir), "--name", "none", "--resume"), "cannot resume")
-    assert not Path(search_folder(run_dir, "search")).exists()  # nothing written for rejected input
 
 
 def test_the_demo_ends_with_a_search_and_prints_its_pareto_front(tmp_path: Path) -> None:
