@@ -56,10 +56,14 @@ class DataConfig(_Strict):
     dataset: str = "digits"
     """A registered data set (``nasfleet.orchestrator.data.DATASETS``): ``digits``, ``mnist``, or a plug-in's."""
     path: Path | None = None
-    """Folder with the data set's files (``mnist``: the IDX files ``train-images-idx3-ubyte[.gz]`` ...)."""
+    """Folder with the data set's files (``mnist``, ``fashion-mnist``: the IDX files
+    ``train-images-idx3-ubyte[.gz]`` ...). ``fashion-mnist`` without a path is fetched into the
+    data cache (``nasfleet data fetch``)."""
     batch_size: PositiveInt = 64
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float | None = Field(None, gt=0, lt=0.5)
+    """The share held out for testing where the data set has no test split of its own (digits:
+    0.15 when unset). IDX data sets bring theirs, and refuse this setting."""
     split_seed: int = 0
 
 

@@ -1,4 +1,4 @@
-"""Image data sets by name (the bundled digits set, MNIST IDX files behind a path, plug-ins), and batching.
+"""Image data sets by name (bundled digits, Fashion-MNIST from Debian, IDX files behind a path, plug-ins), and batching.
 
 Batches are a pure function of ``(seed, step)``: the permutation for an epoch is drawn
 from a generator seeded by the epoch number, so a resumed run sees exactly the batches
@@ -10,6 +10,11 @@ of its checkpointed state, so batches stay a pure function of ``(seed, step, ran
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +25,7 @@ import torch
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import DataConfig
+from nasfleet.orchestrator.data_fetch import FASHION_MNIST, data_cache_root, fetch, file_sha256
 from nasfleet.registry import Registry
 
 
@@ -30,6 +36,9 @@ class ImageSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -78,29 +87,61 @@ class DatasetSpec:
 DATASETS: Registry[DatasetSpec] = Registry("data set", "nasfleet.datasets")
 
 
+DEFAULT_TEST_FRACTION = 0.15
+
+
 def _load_digits_splits(config: DataConfig) -> DataSplits:
     images, labels = _load_digits()
     return _split_and_normalise(images, labels, None, None, config)
 
 
-def _check_idx_folder(config: DataConfig) -> None:
+def _check_idx_settings(config: DataConfig) -> None:
+    if config.test_fraction is not None:
+        raise NasfleetError(
+            f"{config.dataset} has its own test split; data.test_fraction does not apply to it (remove it)"
+        )
+
+
+def _check_idx_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise NasfleetError(f"data path {folder} does not exist or is not a folder")
+    for stem in IDX_STEMS:
+        _find(folder, stem)
+
+
+def _check_mnist(config: DataConfig) -> None:
+    _check_idx_settings(config)
     if config.path is None:
         raise NasfleetError(f"data.path is required for dataset {config.dataset!r} (a folder with the IDX files)")
-    if not config.path.is_dir():
-        raise NasfleetError(f"data path {config.path} does not exist or is not a folder")
-    for stem in IDX_STEMS:
-        _find(config.path, stem)
+    _check_idx_folder(config.path)
 
 
-def _load_idx_splits(config: DataConfig) -> DataSplits:
-    _check_idx_folder(config)
+def _fashion_mnist_folder(config: DataConfig) -> Path:
+    """``data.path`` if given, else the verified cache, fetched from Debian on first use."""
+    _check_idx_settings(config)
+    if config.path is not None:
+        _check_idx_folder(config.path)
+        return config.path
+    return fetch(FASHION_MNIST)
+
+
+def _load_mnist(config: DataConfig) -> DataSplits:
+    _check_mnist(config)
     assert config.path is not None
-    train_x, train_y, test_x, test_y = load_mnist_idx(config.path)
-    return _split_and_normalise(train_x, train_y, test_x, test_y, config)
+    return cached_idx_splits(config.path, config)
+
+
+def _check_fashion_mnist(config: DataConfig) -> None:
+    _fashion_mnist_folder(config)  # on the driver: fetched before any worker needs it
+
+
+def _load_fashion_mnist(config: DataConfig) -> DataSplits:
+    return cached_idx_splits(_fashion_mnist_folder(config), config)
 
 
 DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits))
-DATASETS.add("mnist", DatasetSpec(DataShape(1, 28, 10), _load_idx_splits, _check_idx_folder))
+DATASETS.add("mnist", DatasetSpec(DataShape(1, 28, 10), _load_mnist, _check_mnist))
+DATASETS.add("fashion-mnist", DatasetSpec(DataShape(1, 28, 10), _load_fashion_mnist, _check_fashion_mnist))
 
 
 def data_shape(config: DataConfig) -> DataShape:
@@ -182,12 +223,13 @@ def _split_and_normalise(
 
     seed = config.split_seed
     test_carved_from_images = test_images is None
+    test_fraction = config.test_fraction or DEFAULT_TEST_FRACTION
     if test_carved_from_images:
         images, test_images, labels, test_labels = train_test_split(
-            images, labels, test_size=config.test_fraction, stratify=labels, random_state=seed
+            images, labels, test_size=test_fraction, stratify=labels, random_state=seed
         )
     # val_fraction is a fraction of all labelled data, not of what is left after the test split.
-    val_size = config.val_fraction / (1.0 - config.test_fraction) if test_carved_from_images else config.val_fraction
+    val_size = config.val_fraction / (1.0 - test_fraction) if test_carved_from_images else config.val_fraction
     train_x, val_x, train_y, val_y = train_test_split(
         images, labels, test_size=min(val_size, 0.5), stratify=labels, random_state=seed
     )
@@ -273,3 +315,61 @@ def iterate_batches(data: ImageSet, batch_size: int) -> list[tuple[torch.Tensor,
     return [
         (data.images[i : i + batch_size], data.labels[i : i + batch_size]) for i in range(0, len(data), batch_size)
     ]
+
+
+SPLITS_CACHE_VERSION = 1
+"""Part of every cache key: bump it when the decoding or the split changes."""
+
+
+def cached_idx_splits(folder: Path, config: DataConfig) -> DataSplits:
+    """The splits of the IDX files in ``folder``, decoded once into memory-mapped ``.npy`` files.
+
+    Decoding 70,000 images takes seconds and half a gigabyte per process; every process of a
+    job (ranks, evaluation actors, stand-alone runs) would repeat it. The normalised splits
+    are written once under the data cache, keyed by the files' digests and the split
+    settings, and each process maps them copy-on-write: the page cache holds one copy.
+    """
+    files = [_find(folder, stem) for stem in IDX_STEMS]
+    key = hashlib.sha256(
+        json.dumps([SPLITS_CACHE_VERSION, [file_sha256(f) for f in files], config.val_fraction, config.split_seed])
+        .encode()
+    ).hexdigest()[:20]
+    cache = data_cache_root() / "splits" / key
+    if not (cache / "complete").is_file():
+        _write_splits(cache, _decode_idx_splits(folder, config))
+    return _map_splits(cache)
+
+
+def _decode_idx_splits(folder: Path, config: DataConfig) -> DataSplits:
+    train_x, train_y, test_x, test_y = load_mnist_idx(folder)
+    return _split_and_normalise(train_x, train_y, test_x, test_y, config)
+
+
+def _write_splits(cache: Path, splits: DataSplits) -> None:
+    """Write into a private folder, then rename: a reader sees all of a cache entry or none of it."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}-"))
+    try:
+        for name in SPLIT_NAMES:
+            part = splits.split(name)
+            np.save(staging / f"{name}_images.npy", part.images.numpy())
+            np.save(staging / f"{name}_labels.npy", part.labels.numpy())
+        (staging / "complete").write_text(json.dumps({"num_classes": splits.num_classes}))
+        try:
+            os.rename(staging, cache)
+        except OSError:  # another process cached the same splits first: theirs is as good
+            if not (cache / "complete").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _map_splits(cache: Path) -> DataSplits:
+    num_classes = int(json.loads((cache / "complete").read_text())["num_classes"])
+    parts = []
+    for name in SPLIT_NAMES:
+        # Copy-on-write: reads share the file's pages; a write (none is expected) stays private.
+        images = np.load(cache / f"{name}_images.npy", mmap_mode="c")
+        labels = np.load(cache / f"{name}_labels.npy", mmap_mode="c")
+        parts.append(ImageSet(torch.from_numpy(images), torch.from_numpy(labels)))
+    return DataSplits(*parts, num_classes=num_classes)

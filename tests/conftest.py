@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 import yaml
 
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
+from nasfleet.orchestrator.data_fetch import CACHE_ENV
 from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.metrics import TrainingMetrics
@@ -79,9 +84,72 @@ def tiny(tmp_path: Path) -> JobConfig:
 CLI = [sys.executable, "-m", "nasfleet.orchestrator.cli"]
 
 
-def nasfleet(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user does: a real process."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+def nasfleet(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user does: a real process (``env`` replaces the environment)."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test, and every process it starts, caches data sets here, never in the user's cache."""
+    folder = tmp_path_factory.mktemp("data-cache")
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
+def nasfleet_forked(*args: str, cwd: Path | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """``nasfleet ARGS`` in a forked child: its own process, exit code and stdout/stderr file descriptors.
+
+    The child runs the CLI's ``main`` as the interpreter would (an uncaught exception prints
+    its traceback to fd 2 and exits 1) and ends with ``os._exit``, so nothing of this test
+    process's shutdown runs twice.
+    """
+    import torch
+
+    from nasfleet.orchestrator.cli.app import main
+
+    with tempfile.TemporaryDirectory(prefix="nasfleet-cli-") as tmp:
+        out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                for fd, path in ((1, out_path), (2, err_path)):
+                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (closed by os._exit)
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                if cwd is not None:
+                    os.chdir(cwd)
+                torch.set_num_threads(1)  # two cores are shared: training sets launch.threads, evaluation does not
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        deadline = time.monotonic() + timeout_s
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail(f"nasfleet {' '.join(args)} ran longer than {timeout_s} s")
+            time.sleep(0.02)
+        return subprocess.CompletedProcess(
+            list(args), os.waitstatus_to_exitcode(status[1]), out_path.read_text(), err_path.read_text()
+        )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 import typer
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.cli.data import data_app
 from nasfleet.orchestrator.cli.profile import profile
 from nasfleet.orchestrator.cli.runs import evaluate, export
 from nasfleet.orchestrator.cli.search import search
@@ -31,6 +32,7 @@ app.command()(export)
 app.command()(demo)
 app.command()(search)
 app.command()(profile)
+app.add_typer(data_app, name="data")
 
 
 def _mount_comm() -> None:
@@ -54,7 +56,7 @@ def _mount_subcommand(argv: list[str]) -> None:
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     if first == "comm" or first is None:
         _mount_comm()
-    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "comm"):
+    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "comm", "data"):
         _mount_plugin_commands()
 
 

@@ -139,7 +139,7 @@ def train(
         console.print(f"metrics: {endpoint.url}")
     outcome = run_job(job, resume=resume, show_progress=progress, metrics=endpoint.metrics if endpoint else None)
     if outcome is not None:
-        report_job(outcome, f"{job.run_name} after {outcome.step} steps")
+        report_job(outcome, f"{job.run_name} on {job.data.dataset} after {outcome.step} steps")
 
 
 def _train_tuned(job: JobConfig) -> None:
@@ -187,7 +187,7 @@ def demo(
     console.print(f"demo: {job.strategy.name} training of a {job.space.name} supernet on {job.data.dataset}, {where}")
     outcome = run_job(job, resume=has_checkpoint(job.run_dir))
     assert outcome is not None  # only MPI/torchrun ranks other than 0 get None
-    report_job(outcome, f"demo supernet after {outcome.step} steps")
+    report_job(outcome, f"demo supernet on {job.data.dataset} after {outcome.step} steps")
     if search_evaluations:
         _demo_search(outcome.run_folder, search_evaluations)
 

@@ -83,5 +83,5 @@ def evaluate_and_record(job: JobConfig, splits: tuple[str, ...] = ("val", "test"
     trained = load_trained(job.run_dir)
     results = evaluate_standard_subnets(trained, splits, job.eval.random_subnets, job.seed)
     results_folder = join(job.run_dir, RESULTS_FOLDER)
-    ResultsStore(results_folder).append([SubnetRecord.from_result(r, job.run_name, trained.checkpoint_id) for r in results])
+    ResultsStore(results_folder).append([SubnetRecord.from_result(r, job.run_name, job.data.dataset, trained.checkpoint_id) for r in results])
     return JobOutcome(job.run_dir, trained.step, results, results_folder)

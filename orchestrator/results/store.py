@@ -25,6 +25,7 @@ from nasfleet.supernet import Arch, arch_to_json
 SCHEMA = pa.schema(
     [
         pa.field("run", pa.string()),
+        pa.field("dataset", pa.string()),  # the data set the accuracies were measured on
         pa.field("arch", pa.string()),  # canonical JSON of the architecture
         pa.field("arch_desc", pa.string()),
         pa.field("role", pa.string()),
@@ -41,6 +42,7 @@ SCHEMA = pa.schema(
 @dataclass(frozen=True)
 class SubnetRecord:
     run: str
+    dataset: str
     arch: Arch
     role: str
     mflops: float
@@ -51,10 +53,13 @@ class SubnetRecord:
     recorded_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @classmethod
-    def from_result(cls, result: SubnetResult, run: str, checkpoint: str, **metrics: Any) -> SubnetRecord:
+    def from_result(
+        cls, result: SubnetResult, run: str, dataset: str, checkpoint: str, **metrics: Any
+    ) -> SubnetRecord:
         """The record of one evaluated subnet; ``metrics`` adds to its accuracy by split."""
         return cls(
             run=run,
+            dataset=dataset,
             arch=result.arch,
             role=result.role,
             mflops=result.mflops,
@@ -67,6 +72,7 @@ class SubnetRecord:
     def row(self) -> dict[str, Any]:
         return {
             "run": self.run,
+            "dataset": self.dataset,
             "arch": arch_to_json(self.arch),
             "arch_desc": self.arch.describe(),
             "role": self.role,

@@ -15,9 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, nasfleet, tiny_config, train, write_config
+from conftest import assert_one_line_error, nasfleet, nasfleet_forked, tiny_config, train, write_config
 
 LOCK_FILE = ".nasfleet.lock"  # the run lock: an empty file the holder flocks, not run data
 RAY_DOWN = ("--workers", "2", "--ray-address", "127.0.0.1:9")
@@ -35,55 +32,6 @@ OTHER_SPACE = {
     "name": "mbconv", "stem_width": 4,
     "stages": [{"widths": [4, 6], "depths": [1], "kernels": [3], "expands": [2], "stride": 1}],
 }
-
-
-# --------------------------------------------------------------------------- running the CLI
-def nasfleet_forked(*args: str, cwd: Path | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    """``nasfleet ARGS`` in a forked child: its own process, exit code and stdout/stderr file descriptors.
-
-    The child runs the CLI's ``main`` as the interpreter would (an uncaught exception prints
-    its traceback to fd 2 and exits 1) and ends with ``os._exit``, so nothing of this test
-    process's shutdown runs twice.
-    """
-    import torch
-
-    from nasfleet.orchestrator.cli.app import main
-
-    with tempfile.TemporaryDirectory(prefix="nasfleet-cli-") as tmp:
-        out_path, err_path = Path(tmp, "stdout"), Path(tmp, "stderr")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = 1
-            try:
-                for fd, path in ((1, out_path), (2, err_path)):
-                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (closed by os._exit)
-                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                if cwd is not None:
-                    os.chdir(cwd)
-                torch.set_num_threads(1)  # two cores are shared: training sets launch.threads, evaluation does not
-                main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        deadline = time.monotonic() + timeout_s
-        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail(f"nasfleet {' '.join(args)} ran longer than {timeout_s} s")
-            time.sleep(0.02)
-        return subprocess.CompletedProcess(
-            list(args), os.waitstatus_to_exitcode(status[1]), out_path.read_text(), err_path.read_text()
-        )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

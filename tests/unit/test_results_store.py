@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from nasfleet.errors import NasfleetError
@@ -18,7 +19,7 @@ SPACE = MBConvSpace()
 def record(role: str, accuracy: float) -> SubnetRecord:
     arch = SPACE.smallest() if role == "smallest" else SPACE.largest()
     return SubnetRecord(
-        run="r1", arch=arch, role=role, mflops=SPACE.flops(arch) / 1e6, params=SPACE.params(arch),
+        run="r1", dataset="digits", arch=arch, role=role, mflops=SPACE.flops(arch) / 1e6, params=SPACE.params(arch),
         metrics={"accuracy": {"val": accuracy}}, checkpoint="checkpoint_00000010", wall_time_s=0.5,
     )
 
@@ -46,3 +47,12 @@ def test_a_crash_mid_write_leaves_earlier_results_readable(tmp_path: Path) -> No
 def test_invalid_storage_uri_is_a_user_error() -> None:
     with pytest.raises(NasfleetError, match="invalid storage URI"):
         resolve_storage("nosuchscheme://bucket/path")
+
+
+def test_results_written_before_the_dataset_column_still_read(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "results")
+    store.append([record("smallest", 0.9)])
+    old = store.read().drop_columns(["dataset"])
+    pq.write_table(old, tmp_path / "results" / "part-0-old.parquet")
+    table = store.read()
+    assert sorted(table.column("dataset").to_pylist(), key=lambda v: v or "") == [None, "digits"]
