@@ -9,6 +9,7 @@ checkpoints are published); re-running the same command resumes from the newest.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from typing import Literal
 
 import torch
@@ -20,6 +21,7 @@ from nasfleet.orchestrator.train.deepspeed_ops import prepare_deepspeed_cpu
 from nasfleet.orchestrator.launch.rendezvous_store import serve_rendezvous_store
 from nasfleet.orchestrator.launch.run_folder import RunFolderContext, check_run_folder, write_run_config
 from nasfleet.orchestrator.metrics import prometheus_metrics
+from nasfleet.orchestrator.results.run_lock import hold_run
 from nasfleet.orchestrator.train.loop import train_rank
 
 Launcher = Literal["mpi", "torchrun"]
@@ -70,17 +72,32 @@ def init_process_group(launcher: Launcher, use_gpu: bool) -> tuple[int, int]:
 def train_process_group(job: JobConfig, resume: bool, last_step: int | None = None) -> int:
     """Train this process's rank of an ``mpiexec``/``torchrun`` job; returns the rank (rank 0 goes on to evaluate).
 
-    Every rank checks the run folder (they see the same one); rank 0 alone writes its config.
+    Rank 0 holds the run folder's lock for the whole job, as the Ray driver does, so a second
+    job on the same folder is refused; every rank learns of a refusal before anything is
+    written. Every rank checks the run folder (they see the same one); rank 0 alone writes
+    its config.
     """
     launcher: Launcher = "mpi" if job.launch.kind == "mpi" else "torchrun"
-    left_to_train = check_run_folder(job, resume)
+    check_run_folder(job, resume)  # before the group starts: a bad folder is one line, at once
     rank, world = init_process_group(launcher, job.launch.gpu)
     try:
-        if rank == 0:
-            write_run_config(job)
-        torch.distributed.barrier()
-        if left_to_train:
-            _train_this_rank(job, rank, world, last_step)
+        with ExitStack() as held:
+            refusal = None
+            if rank == 0:
+                try:
+                    held.enter_context(hold_run(job.run_dir, f"nasfleet train --launcher {launcher}"))
+                except NasfleetError as exc:
+                    refusal = str(exc)
+            shared = [refusal]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            if shared[0] is not None:
+                raise NasfleetError(shared[0])
+            left_to_train = check_run_folder(job, resume)  # again, now that no other job can change it
+            if rank == 0:
+                write_run_config(job)
+            torch.distributed.barrier()
+            if left_to_train:
+                _train_this_rank(job, rank, world, last_step)
     finally:
         # Left to interpreter exit, the group's threads can abort the process after a clean run.
         torch.distributed.destroy_process_group()

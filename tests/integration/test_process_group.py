@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from nasfleet.orchestrator.results import hold_run
 from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state
 
 from conftest import tiny_config
@@ -62,3 +63,19 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(
     assert steps == [4.0, 8.0, 12.0]
     results = pd.read_parquet(run_dir / "results")
     assert sorted(results["role"]) == ["largest", "random-0", "smallest"]  # rank 0 alone evaluated
+
+
+def test_a_second_job_on_a_held_run_folder_is_refused_on_every_rank(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+    with hold_run(str(run_dir), "the first job"):
+        result = subprocess.run(
+            [*LAUNCHERS["mpi"], "train", "--config", str(config), "--launcher", "mpi"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and len(set(errors)) == 1 and "the first job" in errors[0], result.stderr[-2000:]
+    assert latest_checkpoint(str(run_dir)) is None and not (run_dir / "config.yaml").exists()
