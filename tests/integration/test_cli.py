@@ -1,4 +1,8 @@
-"""The command line, run as a user runs it: a real process, exit codes, one-line errors."""
+"""The command line, run as a user runs it: real processes, exit codes, one-line errors.
+
+Input the CLI refuses before starting anything runs in a process forked from this one
+(:func:`conftest.nasfleet_forked`): the same exit code and output, without an interpreter start.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, nasfleet, tiny_config, write_config
+from nasfleet.orchestrator.results import ResultsStore
+
+from conftest import assert_one_line_error, nasfleet, nasfleet_forked, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +39,8 @@ def test_train_evaluate_export_end_to_end(trained_run: Path, tmp_path: Path) -> 
     rows = json.loads(result.stdout)
     assert [r["role"] for r in rows] == ["smallest", "random-0", "largest"]
     assert rows[0]["mflops"] < rows[-1]["mflops"]
+    recorded = ResultsStore(trained_run / "results").read()  # what `train` recorded names its data set
+    assert recorded.num_rows > 0 and set(recorded.column("dataset").to_pylist()) == {"digits"}
 
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(json.dumps(rows[1]["arch"]))
@@ -43,7 +51,7 @@ def test_train_evaluate_export_end_to_end(trained_run: Path, tmp_path: Path) -> 
 
 def test_unknown_strategy(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run", strategy={"name": "bignas"})
-    assert_one_line_error(nasfleet("train", "--config", str(config)), "unknown strategy 'bignas'")
+    assert_one_line_error(nasfleet_forked("train", "--config", str(config)), "unknown strategy 'bignas'")
 
 
 def test_the_strategy_is_chosen_on_the_command_line(tmp_path: Path) -> None:
@@ -67,12 +75,12 @@ def test_the_strategy_is_chosen_on_the_command_line(tmp_path: Path) -> None:
 )
 def test_bad_strategy_choices_on_the_command_line(tmp_path: Path, args: list[str], fragment: str) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run")
-    assert_one_line_error(nasfleet("train", "--config", str(config), *args), fragment)
+    assert_one_line_error(nasfleet_forked("train", "--config", str(config), *args), fragment)
 
 
 def test_arch_outside_the_search_space(trained_run: Path, tmp_path: Path) -> None:
     bad = '{"space": "mbconv", "stages": [{"width": 999, "blocks": [{"kernel": 3, "expand": 2}]}]}'
-    result = nasfleet("export", "--run", str(trained_run), "--arch", bad, "--out", str(tmp_path / "x"))
+    result = nasfleet_forked("export", "--run", str(trained_run), "--arch", bad, "--out", str(tmp_path / "x"))
     assert_one_line_error(result, "outside the mbconv search space")
     assert not (tmp_path / "x").exists()
 
@@ -80,18 +88,18 @@ def test_arch_outside_the_search_space(trained_run: Path, tmp_path: Path) -> Non
 def test_malformed_yaml(tmp_path: Path) -> None:
     config = tmp_path / "broken.yaml"
     config.write_text("optim: {steps: 10\nseed: [")
-    assert_one_line_error(nasfleet("train", "--config", str(config)), "not valid YAML", "line")
+    assert_one_line_error(nasfleet_forked("train", "--config", str(config)), "not valid YAML", "line")
 
 
 def test_config_with_a_wrong_field(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"run_dir: {tmp_path / 'run'}\noptim: {{steps: -5}}\n")
-    assert_one_line_error(nasfleet("train", "--config", str(config)), "optim.steps")
+    assert_one_line_error(nasfleet_forked("train", "--config", str(config)), "optim.steps")
 
 
 def test_missing_data_path(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run", data={"dataset": "mnist", "path": str(tmp_path / "no")})
-    assert_one_line_error(nasfleet("train", "--config", str(config)), "does not exist")
+    assert_one_line_error(nasfleet_forked("train", "--config", str(config)), "does not exist")
 
 
 def test_corrupted_checkpoint(trained_run: Path, tmp_path: Path) -> None:
@@ -99,12 +107,12 @@ def test_corrupted_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     shutil.copytree(trained_run, broken)
     supernet = broken / "checkpoint_00000012" / "supernet.pt"
     supernet.write_bytes(supernet.read_bytes()[:2048])
-    assert_one_line_error(nasfleet("evaluate", "--run", str(broken)), "corrupted")
+    assert_one_line_error(nasfleet_forked("evaluate", "--run", str(broken)), "corrupted")
 
 
 def test_missing_deepspeed_config(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run")
-    result = nasfleet("train", "--config", str(config), "--workers", "2", "--deepspeed", str(tmp_path / "ds.json"))
+    result = nasfleet_forked("train", "--config", str(config), "--workers", "2", "--deepspeed", str(tmp_path / "ds.json"))
     assert_one_line_error(result, "DeepSpeed config", "does not exist")
 
 
@@ -116,7 +124,7 @@ def test_unreachable_ray_address(tmp_path: Path) -> None:
 
 def test_invalid_storage_uri(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run")
-    result = nasfleet("train", "--config", str(config), "--workers", "2", "--storage-path", "nosuch://bucket/runs")
+    result = nasfleet_forked("train", "--config", str(config), "--workers", "2", "--storage-path", "nosuch://bucket/runs")
     assert_one_line_error(result, "invalid storage URI 'nosuch://bucket/runs/run'")
 
 
@@ -129,4 +137,15 @@ def test_more_workers_than_cpus(tmp_path: Path) -> None:
 
 def test_unknown_launcher(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run")
-    assert_one_line_error(nasfleet("train", "--config", str(config), "--launcher", "slurm"), "unknown launcher 'slurm'")
+    assert_one_line_error(nasfleet_forked("train", "--config", str(config), "--launcher", "slurm"), "unknown launcher 'slurm'")
+
+
+def test_bad_search_input_is_one_line_and_exit_2(trained_run: Path, tmp_path: Path) -> None:
+    run = str(trained_run)
+    assert_one_line_error(nasfleet_forked("search", "--run", run, "--constraint", "mflops<=0.0001"), "no subnet satisfies")
+    assert_one_line_error(nasfleet_forked("search", "--run", run, "--scheduler", "pbt"), "unknown scheduler 'pbt'")
+    assert_one_line_error(nasfleet_forked("search", "--run", run, "--searcher", "grid"), "unknown searcher 'grid'")
+    assert_one_line_error(nasfleet_forked("search", "--run", str(tmp_path)), "holds no trained supernet")
+    assert_one_line_error(nasfleet_forked("search", "--run", run, "--objective", "latency_ms"), "latency table")
+    assert_one_line_error(nasfleet_forked("search", "--run", run, "--name", "none", "--resume"), "cannot resume")
+    assert not (trained_run / "search").exists()  # nothing written for rejected input

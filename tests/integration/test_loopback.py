@@ -2,12 +2,11 @@
 
 Each test starts real processes and lists the listening sockets of the whole process tree
 while everything is up: the driver, GCS, raylet, agents, dashboard, Ray Train's controller
-and workers, and the gloo process group between the workers.
+and workers, the gloo process group between the workers, and a search's Tune trials.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -33,49 +32,6 @@ PYTHON = sys.executable
 RAY = str(Path(sys.executable).with_name("ray"))
 STARTUP_S = 90.0
 T = TypeVar("T")
-
-TRAIN_DRIVER = textwrap.dedent(
-    """
-    import json, sys, time
-    from pathlib import Path
-
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from nasfleet.orchestrator.launch.ray_cluster import connect_ray, loopback_cluster
-    from nasfleet.orchestrator.launch.torch_rendezvous import NodeAddressTorchConfig
-
-    def train(config):
-        import torch
-        import torch.distributed as dist
-
-        torch.set_num_threads(1)
-        total = torch.ones(1)
-        dist.all_reduce(total)
-        if ray.train.get_context().get_world_rank() == 0:
-            Path(config["ready"]).write_text(str(total.item()))
-        time.sleep(config["hold_s"])
-
-    ready, hold_s, metrics_port = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    connect_ray(None, metrics_export_port=metrics_port)
-    node = ray._private.worker._global_node
-    pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
-    print("PIDS " + json.dumps(pids), flush=True)
-    TorchTrainer(
-        train,
-        train_loop_config={"ready": ready, "hold_s": hold_s},
-        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-        torch_config=NodeAddressTorchConfig(backend="gloo"),
-        run_config=RunConfig(
-            name="loopback",
-            storage_path=str(Path(ready).parent / "runs"),
-            worker_runtime_env={"env_vars": loopback_cluster().worker_env},
-        ),
-    ).fit()
-    print("TRAINED", flush=True)
-    """
-)
 
 JOIN_DRIVER = textwrap.dedent(
     """
@@ -189,34 +145,6 @@ def short_tmp() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_connect_ray_local_cluster_and_gloo_training_listen_on_loopback_only(short_tmp: Path) -> None:
-    ready, metrics_port = short_tmp / "ready", free_port()
-    driver = subprocess.Popen(
-        [PYTHON, "-c", TRAIN_DRIVER, str(ready), "6", str(metrics_port)],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output, started = Output(driver), processes([driver.pid])
-    try:
-        line = wait_for(lambda: output.first("PIDS "), driver, output, "the Ray processes' pids")
-        ray_pids = json.loads(line.removeprefix("PIDS "))
-        started += processes(ray_pids)
-        wait_for(ready.exists, driver, output, "the all-reduce")
-        sockets = listening_sockets([driver.pid, *ray_pids])
-        assert_loopback_only(sockets, ["gcs_server", "raylet", "DashboardAgent", "RuntimeEnvAgent", "RayTrainWo"])
-        assert metrics_port in {s.port for s in sockets}, "the Prometheus export port is not served"
-        assert_unreachable_outside(next(s.port for s in sockets if s.process == "gcs_server"))
-        assert ready.read_text() == "2.0"
-        assert driver.wait(timeout=STARTUP_S) == 0, output.tail()
-        assert output.first("TRAINED"), output.tail()
-    finally:
-        end_tree(started)
-        driver.wait(timeout=10)
-
-
 def test_ray_start_head_with_the_readme_flags_listens_on_loopback_only(short_tmp: Path) -> None:
     port = free_port()
     token = short_tmp / "auth_token"
@@ -256,19 +184,28 @@ def test_ray_start_head_with_the_readme_flags_listens_on_loopback_only(short_tmp
         head.wait(timeout=10)
 
 
-def _sockets_while_running(args: list[str], cwd: Path, timeout_s: float = 400) -> tuple[int, list[ListeningSocket], str]:
-    """Run a ``nasfleet`` command; list the listening sockets of its whole process tree until it exits."""
+def _sockets_while_running(
+    args: list[str], cwd: Path, once_gcs_listens: Callable[[int], None], timeout_s: float = 400
+) -> tuple[int, list[ListeningSocket], str]:
+    """Run a ``nasfleet`` command; list the listening sockets of its whole process tree until it exits.
+
+    ``once_gcs_listens`` is called with the GCS port while the cluster is up.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "nasfleet.orchestrator.cli", *args], cwd=cwd, env=clean_env(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = Output(process)
     seen: dict[tuple[str, str, int, int], ListeningSocket] = {}
+    checked_gcs = False
     deadline = time.monotonic() + timeout_s
     try:
         while process.poll() is None and time.monotonic() < deadline:
             for found in listening_sockets([process.pid]):
                 seen[(found.protocol, found.address, found.port, found.pid)] = found
+                if found.process == "gcs_server" and not checked_gcs:
+                    once_gcs_listens(found.port)
+                    checked_gcs = True
             time.sleep(0.3)
     finally:
         if process.poll() is None:
@@ -277,33 +214,14 @@ def _sockets_while_running(args: list[str], cwd: Path, timeout_s: float = 400) -
     return process.returncode, list(seen.values()), output.tail()
 
 
-@pytest.fixture(scope="module")
-def trained_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import yaml
-
-    from conftest import tiny_config
-
-    root = tmp_path_factory.mktemp("loop")
-    config = root / "job.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(root / "run").model_dump(mode="json")))
-    result = subprocess.run([sys.executable, "-m", "nasfleet.orchestrator.cli", "train", "-c", str(config),
-                             "--no-progress"], capture_output=True, text=True, timeout=300, env=clean_env())
-    assert result.returncode == 0, result.stderr[-2000:]
-    return root
-
-
-def test_nasfleet_train_with_two_workers_listens_on_loopback_only(trained_tiny_run: Path) -> None:
+def test_the_demo_on_two_workers_and_its_search_listen_on_loopback_only(short_tmp: Path) -> None:
+    """`nasfleet demo --workers 2`: a local cluster, Ray Train workers with gloo between them, then Tune trials."""
     code, sockets, tail = _sockets_while_running(
-        ["train", "-c", str(trained_tiny_run / "job.yaml"), "--run-dir", str(trained_tiny_run / "dp"),
-         "--workers", "2", "--set", "optim.steps=20"], trained_tiny_run,
+        ["demo", "--run-dir", str(short_tmp / "demo"), "--steps", "20", "--workers", "2", "--search", "4"], short_tmp,
+        assert_unreachable_outside,
     )
     assert code == 0, tail
-    assert_loopback_only(sockets, ["gcs_server", "raylet", "RayTrainWorker"])
-
-
-def test_nasfleet_search_listens_on_loopback_only(trained_tiny_run: Path) -> None:
-    code, sockets, tail = _sockets_while_running(
-        ["search", "--run", str(trained_tiny_run / "run"), "--evaluations", "4", "--chunks", "2"], trained_tiny_run,
-    )
-    assert code == 0, tail
-    assert_loopback_only(sockets, ["gcs_server", "raylet"])
+    assert "Pareto front — 4 subnets evaluated" in tail
+    # Tune's trial actors run as `ResourceTrainable`; the front's test evaluation as `SupernetReplica`.
+    processes_seen = ["gcs_server", "raylet", "DashboardAgent", "RayTrainWorker", "Trainable", "SupernetReplica"]
+    assert_loopback_only(sockets, processes_seen)
