@@ -216,12 +216,15 @@ def _sockets_while_running(
 
 def test_the_demo_on_two_workers_and_its_search_listen_on_loopback_only(short_tmp: Path) -> None:
     """`nasfleet demo --workers 2`: a local cluster, Ray Train workers with gloo between them, then Tune trials."""
-    code, sockets, tail = _sockets_while_running(
-        ["demo", "--run-dir", str(short_tmp / "demo"), "--steps", "20", "--workers", "2", "--search", "4"], short_tmp,
-        assert_unreachable_outside,
-    )
+    args = ["demo", "--run-dir", str(short_tmp / "demo"), "--steps", "20", "--workers", "2", "--search", "4"]
+    code, sockets, tail = _sockets_while_running(args, short_tmp, assert_unreachable_outside)
     assert code == 0, tail
     assert "Pareto front — 4 subnets evaluated" in tail
+    assert (short_tmp / "demo" / "search" / "demo" / "pareto.json").is_file()
+    again = subprocess.run([PYTHON, "-m", "nasfleet.orchestrator.cli", *args], capture_output=True, text=True,
+                           timeout=STARTUP_S, env=clean_env())
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "evaluated now: 0 " in " ".join(again.stdout.split())  # rerun: resumed, nothing evaluated twice
     # Tune's trial actors run as `ResourceTrainable`; the front's test evaluation as `SupernetReplica`.
     processes_seen = ["gcs_server", "raylet", "DashboardAgent", "RayTrainWorker", "Trainable", "SupernetReplica"]
     assert_loopback_only(sockets, processes_seen)

@@ -174,14 +174,3 @@ def test_export_writes_the_chosen_front_member_as_a_standalone_model(
         nasfleet("export", "--run", str(run_dir), "--pareto", "99", "--search", "fifo", "--out", str(tmp_path / "x")),
         "out of range",
     )
-
-
-def test_the_demo_ends_with_a_search_and_prints_its_pareto_front(tmp_path: Path) -> None:
-    run = tmp_path / "demo"
-    result = nasfleet("demo", "--run-dir", str(run), "--steps", "30", "--workers", "0", "--search", "4", timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Pareto front — 4 subnets evaluated" in result.stdout
-    assert (Path(search_folder(run, "demo")) / "pareto.json").is_file()
-    again = nasfleet("demo", "--run-dir", str(run), "--steps", "30", "--workers", "0", "--search", "4", timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "evaluated now: 0 " in " ".join(again.stdout.split())  # rerun: resumed, nothing evaluated twice
