@@ -10,7 +10,7 @@ Reports, per searcher: the hypervolume after each evaluation (mean over seeds), 
 the reference front's; and how many evaluations the predictor-assisted search needs to reach
 random search's final hypervolume.
 
-    python benchmarks/search_quality.py [--run runs/demo] [--evaluations 60] [--seeds 5] [--reference 1000]
+    python benchmarks/search_quality.py [--run runs/demo-digits] [--evaluations 60] [--seeds 5] [--reference 1000]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class CachedEvaluation:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--run", type=Path, default=Path("runs/demo-digits"))
     parser.add_argument("--evaluations", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--reference", type=int, default=1000, help="random subnets in the reference sample")

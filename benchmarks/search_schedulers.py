@@ -7,7 +7,7 @@ evaluates every subnet on the whole validation split; the others may stop a subn
 one of the 4 chunks. Reports the best subnet under the budget each finds and the
 validation samples each evaluated.
 
-    python benchmarks/search_schedulers.py [--run runs/demo] [--evaluations 48] [--budget-fraction 0.4]
+    python benchmarks/search_schedulers.py [--run runs/demo-digits] [--evaluations 48] [--budget-fraction 0.4]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from nasfleet.orchestrator.subnet_search.experiment import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--run", type=Path, default=Path("runs/demo-digits"))
     parser.add_argument("--evaluations", type=int, default=48)
     parser.add_argument("--budget-fraction", type=float, default=0.4, help="MFLOPs bound as a fraction of the largest's")
     args = parser.parse_args()

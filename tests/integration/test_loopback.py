@@ -216,7 +216,8 @@ def _sockets_while_running(
 
 def test_the_demo_on_two_workers_and_its_search_listen_on_loopback_only(short_tmp: Path) -> None:
     """`nasfleet demo --workers 2`: a local cluster, Ray Train workers with gloo between them, then Tune trials."""
-    args = ["demo", "--run-dir", str(short_tmp / "demo"), "--steps", "20", "--workers", "2", "--search", "4"]
+    args = ["demo", "--data", "digits", "--run-dir", str(short_tmp / "demo"), "--steps", "20", "--workers", "2",
+            "--search", "4"]
     code, sockets, tail = _sockets_while_running(args, short_tmp, assert_unreachable_outside)
     assert code == 0, tail
     assert "Pareto front — 4 subnets evaluated" in tail
