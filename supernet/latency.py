@@ -415,8 +415,17 @@ class LatencyTable:
         if not path.is_file():
             raise NasfleetError(f"latency table {path} does not exist (build one with `nasfleet profile`)")
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            text = path.read_text()
+        except UnicodeDecodeError as exc:
+            raise NasfleetError(f"latency table {path} is not valid JSON: {exc}") from None
+        return cls.from_json(text, str(path))
+
+    @classmethod
+    def from_json(cls, text: str, path: str) -> LatencyTable:
+        """A table from the text :meth:`save` writes (``path`` names it in errors: a file or a URI)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise NasfleetError(f"latency table {path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
             raise NasfleetError(f"{path} is not a nasfleet latency table")

@@ -42,7 +42,7 @@ def search(
     """Search the trained supernet's subnets with Ray Tune; write every evaluation and the Pareto front."""
     from nasfleet.orchestrator.config import load_config
     from nasfleet.orchestrator.evaluate.trained import load_trained
-    from nasfleet.orchestrator.storage import is_uri
+    from nasfleet.orchestrator.storage import is_file, join
     from nasfleet.orchestrator.subnet_search.experiment import run_search, search_settings
 
     base = load_config(config).search if config is not None else None
@@ -55,10 +55,8 @@ def search(
         "objectives": objective or None, "constraints": constraint or None,
     }
     values.update({key: value for key, value in given.items() if value is not None})
-    default_table = Path(run) / LATENCY_FILE
-    table = latency_table if latency_table is not None else (
-        default_table if not is_uri(run) and default_table.is_file() else None
-    )
+    default_table = join(run, LATENCY_FILE)  # where `nasfleet profile --run` writes it, also on S3
+    table = latency_table if latency_table is not None else (default_table if is_file(default_table) else None)
     if table is not None:
         values["latency_table"] = str(table)
     settings = search_settings(**values)

@@ -15,6 +15,7 @@ from pathlib import Path
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.comm_prediction import predict_step_allreduce
 from nasfleet.orchestrator.config import CommConfig
+from nasfleet.orchestrator.storage import is_file, is_uri, read_text
 from nasfleet.supernet import Arch, SearchSpace
 
 
@@ -22,7 +23,8 @@ from nasfleet.supernet import Arch, SearchSpace
 class CostSources:
     """Where the measured and simulated costs come from (only needed when a search uses them)."""
 
-    latency_table: Path | None = None
+    latency_table: str | None = None
+    """A local path or a storage URI (a run's ``latency.json`` on S3)."""
     comm_topology: str | None = None
     comm_workers: int = 8
 
@@ -45,14 +47,17 @@ def cost_function(space: SearchSpace, needed: Iterable[str], sources: CostSource
     return costs
 
 
-def _latency_predictor(space: SearchSpace, table_path: Path | None) -> Callable[[Arch], float]:
+def _latency_predictor(space: SearchSpace, table_path: str | None) -> Callable[[Arch], float]:
     from nasfleet.supernet.latency import LatencyTable
 
     if table_path is None:
         raise NasfleetError("latency_ms needs a latency table: build one with `nasfleet profile --run RUN`")
-    if not Path(table_path).is_file():
+    if not is_file(table_path):
         raise NasfleetError(f"latency table {table_path} does not exist: build it with `nasfleet profile --run RUN`")
-    table = LatencyTable.load(table_path)
+    if is_uri(table_path):
+        table = LatencyTable.from_json(read_text(table_path), table_path)
+    else:
+        table = LatencyTable.load(Path(table_path))
     table.check_space(space)
     return table.predict_ms
 

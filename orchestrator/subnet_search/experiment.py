@@ -60,9 +60,7 @@ def search_folder(run: str, name: str) -> str:
 def build_problem(trained: TrainedSupernet, settings: SearchSettings) -> SearchProblem:
     constraints = tuple(Constraint.parse(text) for text in settings.constraints)
     needed = {*settings.objectives, *(c.cost for c in constraints)}
-    sources = CostSources(
-        Path(settings.latency_table) if settings.latency_table else None, settings.comm_topology, settings.comm_workers
-    )
+    sources = CostSources(settings.latency_table, settings.comm_topology, settings.comm_workers)
     problem = SearchProblem(
         trained.space, tuple(settings.objectives), constraints, cost_function(trained.space, needed, sources)
     )

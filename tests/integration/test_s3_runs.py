@@ -1,4 +1,4 @@
-"""A run on S3 (a real S3-compatible server on 127.0.0.1): train writes it, evaluate/export/search read it."""
+"""A run on S3 (a real S3-compatible server on 127.0.0.1): train writes it, evaluate/export/profile/search read it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from nasfleet.orchestrator.evaluate import load_trained
-from nasfleet.orchestrator.storage import is_file, join, list_dir
+from nasfleet.orchestrator.storage import is_file, join, list_dir, read_text
 from nasfleet.orchestrator.train import completed_checkpoints, read_meta
 
 from conftest import nasfleet, tiny_config
@@ -43,12 +43,16 @@ def test_evaluate_reads_the_run_from_the_bucket(s3_run: str) -> None:
     assert [r["role"] for r in json.loads(result.stdout)] == ["smallest", "random-0", "largest"]
 
 
-def test_search_writes_its_front_to_the_bucket_and_export_reads_it(s3_run: str, tmp_path: Path) -> None:
+def test_profile_and_search_write_to_the_bucket_and_export_reads_the_front(s3_run: str, tmp_path: Path) -> None:
+    result = nasfleet("profile", "--run", s3_run, "--repeats", "2", "--check", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert is_file(join(s3_run, "latency.json"))  # the table the search below finds by default
     result = nasfleet("search", "--run", s3_run, "--name", "s3", "--evaluations", "4", "--chunks", "2",
-                      "--concurrency", "1", timeout=600)
+                      "--concurrency", "1", "--objective", "latency_ms", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     front = join(s3_run, "search", "s3", "pareto.json")
     assert is_file(front)
+    assert all(member["costs"]["latency_ms"] > 0 for member in json.loads(read_text(front))["front"])
     out = tmp_path / "exported"
     result = nasfleet("export", "--run", s3_run, "--search", "s3", "--pareto", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]

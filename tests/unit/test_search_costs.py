@@ -53,7 +53,7 @@ def test_measured_costs_need_their_source(space, tmp_path: Path) -> None:
     with pytest.raises(NasfleetError, match="latency_ms needs a latency table"):
         cost_function(space, ["latency_ms"], CostSources())
     with pytest.raises(NasfleetError, match="does not exist"):
-        cost_function(space, ["latency_ms"], CostSources(latency_table=tmp_path / "none.json"))
+        cost_function(space, ["latency_ms"], CostSources(latency_table=str(tmp_path / "none.json")))
 
 
 def test_latency_ms_comes_from_the_table(space, tmp_path: Path) -> None:
@@ -61,6 +61,6 @@ def test_latency_ms_comes_from_the_table(space, tmp_path: Path) -> None:
 
     table = build_latency_table(space, batch_size=1, threads=1, repeats=3, warmup=1)
     table.save(tmp_path / "latency.json")
-    costs = cost_function(space, ["latency_ms"], CostSources(latency_table=tmp_path / "latency.json"))
+    costs = cost_function(space, ["latency_ms"], CostSources(latency_table=str(tmp_path / "latency.json")))
     arch = space.sample_choices(np.random.default_rng(1))
     assert costs(arch)["latency_ms"] == pytest.approx(table.predict_ms(arch))
