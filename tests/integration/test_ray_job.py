@@ -88,19 +88,25 @@ def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(
     storage = tmp_path / "storage"
     submission_id = f"nasfleet-test-{uuid.uuid4().hex[:8]}"
     env = head_env
-    submit = subprocess.run(
-        [
-            RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
-            "--submission-id", submission_id,
-            "--runtime-env-json", json.dumps({"env_vars": {"OMP_NUM_THREADS": "1"}}),
-            "--", sys.executable, "-m", "nasfleet.orchestrator.cli", "train", "--config", str(config),
-            "--workers", "2", "--storage-path", str(storage),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    deadline = time.monotonic() + 120
+    while True:
+        submit = subprocess.run(
+            [
+                RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
+                "--submission-id", submission_id,
+                "--runtime-env-json", json.dumps({"env_vars": {"OMP_NUM_THREADS": "1"}}),
+                "--", sys.executable, "-m", "nasfleet.orchestrator.cli", "train", "--config", str(config),
+                "--workers", "2", "--storage-path", str(storage),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        # A head that has just started may not have its job agent yet; Ray says to try again.
+        if "No available agent to submit job" not in submit.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     status = subprocess.run(
         [RAY, "job", "status", "--address", ray_head, submission_id], env=env, capture_output=True, text=True
     )

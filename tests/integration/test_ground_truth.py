@@ -1,0 +1,47 @@
+"""The ground-truth benchmark: stand-alone runs over seeds, two processes at a time, cached and resumable."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from nasfleet.orchestrator.train import job_space
+from nasfleet.research.comparison import fixed_subnets
+from nasfleet.research.standalone import StandaloneCache
+
+from conftest import tiny_config
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def ground_truth():
+    sys.path.insert(0, str(BENCHMARKS))  # the benchmark imports its `_common` helper as a script does
+    spec = importlib.util.spec_from_file_location("ground_truth", BENCHMARKS / "ground_truth.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ground_truth"] = module  # its worker processes import it by this name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["ground_truth"]
+    sys.path.remove(str(BENCHMARKS))
+
+
+def test_runs_are_cached_per_subnet_and_seed_and_a_second_run_trains_nothing(ground_truth, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "unused")
+    subnets = fixed_subnets(job_space(config), 3, seed=0)
+    cache = StandaloneCache(tmp_path / "cache")
+    assert ground_truth.build(config, subnets, 2, 40, cache, budget_s=0.0, workers=2) == 0  # no budget: nothing
+    assert ground_truth.build(config, subnets, 2, 40, cache, budget_s=600.0, workers=2) == 6
+    assert len(list((tmp_path / "cache").glob("part-*.parquet"))) == 6  # one file per (subnet, seed)
+    assert ground_truth.build(config, subnets, 2, 40, cache, budget_s=600.0, workers=2) == 0
+    payload, markdown = ground_truth.report(config, subnets, 2, 40, cache)
+    summary = payload["summary"]
+    assert summary["done"] == summary["total"] == 6 and summary["subnets_with_two_seeds"] == 3
+    assert summary["seed_tau"] is not None and -1.0 <= summary["seed_tau"] <= 1.0
+    assert all(set(row["test_accuracy"]) == {0, 1} for row in payload["rows"])
+    assert "6 of 6 runs done" in markdown
+    # Another recipe (more steps) is another ground truth: nothing of this one is reused for it.
+    assert ground_truth.report(config, subnets, 2, 41, cache)[0]["summary"]["done"] == 0
