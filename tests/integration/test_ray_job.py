@@ -34,9 +34,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_cluster(temp_dir: str) -> None:
-    """Stop only this head (`ray stop` would stop every Ray cluster on the machine)."""
-    roots = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
+def _stop_cluster(temp_dir: str, gcs_address: str) -> None:
+    """Stop only this head (`ray stop` would stop every Ray cluster on the machine).
+
+    Its processes name its temp dir, but the Ray client server names only the GCS address.
+    """
+    marks = (temp_dir, f"--address={gcs_address}")
+    roots = [
+        p for p in psutil.process_iter(["cmdline"])
+        if any(mark in " ".join(p.info["cmdline"] or []) for mark in marks)
+    ]
     victims = {p for root in roots for p in [root, *root.children(recursive=True)]}
     for p in victims:
         try:
@@ -62,11 +69,12 @@ def head_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def ray_head(head_env: dict[str, str]) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port, client_port = _free_port(), _free_port(), _free_port()
     subprocess.run(
         [
             RAY, "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
+            f"--ray-client-server-port={client_port}",
             f"--temp-dir={temp_dir}", "--disable-usage-stats",
         ],
         check=True,
@@ -77,7 +85,7 @@ def ray_head(head_env: dict[str, str]) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{dashboard_port}"
     finally:
-        _stop_cluster(temp_dir)
+        _stop_cluster(temp_dir, f"127.0.0.1:{gcs_port}")
 
 
 def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(
