@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # Two workers, a test file each at a time: most of a test's time is spent starting Ray,
-# DeepSpeed and MPI processes, so two files overlap well on 2 cores (11 vs 15 minutes here).
+# DeepSpeed and MPI processes, so two files overlap well on 2 cores (11-13.5 minutes here for
+# the suite, against 17 in one process before its slowest tests were trimmed).
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
