@@ -136,7 +136,10 @@ def _check_fashion_mnist(config: DataConfig) -> None:
 
 
 def _load_fashion_mnist(config: DataConfig) -> DataSplits:
-    return cached_idx_splits(_fashion_mnist_folder(config), config)
+    folder = _fashion_mnist_folder(config)
+    # The fetched copy was just checked against the pinned digests: no need to hash it again.
+    known = FASHION_MNIST.sha256 if config.path is None else None
+    return cached_idx_splits(folder, config, known)
 
 
 DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits))
@@ -321,18 +324,19 @@ SPLITS_CACHE_VERSION = 1
 """Part of every cache key: bump it when the decoding or the split changes."""
 
 
-def cached_idx_splits(folder: Path, config: DataConfig) -> DataSplits:
+def cached_idx_splits(folder: Path, config: DataConfig, digests: dict[str, str] | None = None) -> DataSplits:
     """The splits of the IDX files in ``folder``, decoded once into memory-mapped ``.npy`` files.
 
     Decoding 70,000 images takes seconds and half a gigabyte per process; every process of a
     job (ranks, evaluation actors, stand-alone runs) would repeat it. The normalised splits
     are written once under the data cache, keyed by the files' digests and the split
     settings, and each process maps them copy-on-write: the page cache holds one copy.
+    ``digests``: the files' SHA-256 by name where they are already known (a verified fetch).
     """
     files = [_find(folder, stem) for stem in IDX_STEMS]
+    hashes = [digests[f.name] if digests and f.name in digests else file_sha256(f) for f in files]
     key = hashlib.sha256(
-        json.dumps([SPLITS_CACHE_VERSION, [file_sha256(f) for f in files], config.val_fraction, config.split_seed])
-        .encode()
+        json.dumps([SPLITS_CACHE_VERSION, hashes, config.val_fraction, config.split_seed]).encode()
     ).hexdigest()[:20]
     cache = data_cache_root() / "splits" / key
     if not (cache / "complete").is_file():
