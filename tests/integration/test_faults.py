@@ -16,7 +16,7 @@ import yaml
 from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.train import completed_checkpoints
 
-from conftest import CLI, assert_one_line_error, nasfleet, tiny_config, write_config
+from conftest import CLI, assert_one_line_error, nasfleet, nasfleet_forked, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -89,9 +89,10 @@ def test_a_second_writer_is_refused_and_the_first_run_finishes_intact(tmp_path: 
     deadline = time.monotonic() + 120
     while not (tmp_path / "run" / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    second = nasfleet("train", "--config", str(job), "--no-progress")
+    # Forked: a fresh interpreter's imports take long enough for the first run to finish under load.
+    second = nasfleet_forked("train", "--config", str(job), "--no-progress")
     assert_one_line_error(second, "is in use by nasfleet train", f"pid {first.pid}")
-    second_resume = nasfleet("train", "--config", str(job), "--resume", "--no-progress")
+    second_resume = nasfleet_forked("train", "--config", str(job), "--resume", "--no-progress")
     assert_one_line_error(second_resume, "is in use by nasfleet train")
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-2000:]

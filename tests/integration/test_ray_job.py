@@ -112,7 +112,7 @@ def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(
             timeout=600,
         )
         # A head that has just started may not have its job agent yet; Ray says to try again.
-        if "No available agent to submit job" not in submit.stderr or time.monotonic() > deadline:
+        if "No available agent to submit job" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
             break
         time.sleep(2)
     status = subprocess.run(
