@@ -69,12 +69,15 @@ def head_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def ray_head(head_env: dict[str, str]) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")
-    gcs_port, dashboard_port, client_port = _free_port(), _free_port(), _free_port()
+    gcs_port, dashboard_port, client_port, agent_port = (_free_port() for _ in range(4))
+    # The job agent's HTTP port is 52365 unless told: a Ray cluster that another test worker
+    # runs at the same time may hold it, and the agent then runs without HTTP ("No available
+    # agent to submit job" for ever).
     subprocess.run(
         [
             RAY, "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=2",
-            f"--ray-client-server-port={client_port}",
+            f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}",
             f"--temp-dir={temp_dir}", "--disable-usage-stats",
         ],
         check=True,
