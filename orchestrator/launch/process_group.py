@@ -19,7 +19,7 @@ from nasfleet.orchestrator.comm_prediction import predict_for_job
 from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.train.deepspeed_ops import prepare_deepspeed_cpu
 from nasfleet.orchestrator.launch.rendezvous_store import serve_rendezvous_store
-from nasfleet.orchestrator.launch.run_folder import RunFolderContext, check_run_folder, write_run_config
+from nasfleet.orchestrator.launch.run_folder import RunFolderContext, check_run_folder, run_config_for_attempt
 from nasfleet.orchestrator.metrics import prometheus_metrics
 from nasfleet.orchestrator.results.run_lock import hold_run
 from nasfleet.orchestrator.train.loop import train_rank
@@ -75,7 +75,7 @@ def train_process_group(job: JobConfig, resume: bool, last_step: int | None = No
     Rank 0 holds the run folder's lock for the whole job, as the Ray driver does, so a second
     job on the same folder is refused; every rank learns of a refusal before anything is
     written. Every rank checks the run folder (they see the same one); rank 0 alone writes
-    its config.
+    its config, and puts the previous one back if the attempt fails before it publishes.
     """
     launcher: Launcher = "mpi" if job.launch.kind == "mpi" else "torchrun"
     check_run_folder(job, resume)  # before the group starts: a bad folder is one line, at once
@@ -93,8 +93,8 @@ def train_process_group(job: JobConfig, resume: bool, last_step: int | None = No
             if shared[0] is not None:
                 raise NasfleetError(shared[0])
             left_to_train = check_run_folder(job, resume)  # again, now that no other job can change it
-            if rank == 0:
-                write_run_config(job)
+            if rank == 0:  # a resume that fails before its first checkpoint puts the old config back
+                held.enter_context(run_config_for_attempt(job))
             torch.distributed.barrier()
             if left_to_train:
                 _train_this_rank(job, rank, world, last_step)

@@ -16,7 +16,7 @@ import yaml
 from nasfleet.orchestrator.results import hold_run
 from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state
 
-from conftest import tiny_config
+from conftest import nasfleet_forked, tiny_config
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -80,3 +80,23 @@ def test_a_second_job_on_a_held_run_folder_is_refused_on_every_rank(tmp_path: Pa
     assert result.stderr.count("error: run ") == result.stderr.count("is in use by the first job") == 2, \
         result.stderr[-2000:]
     assert latest_checkpoint(str(run_dir)) is None and not (run_dir / "config.yaml").exists()
+
+
+def test_a_failed_resume_puts_the_previous_config_back(tmp_path: Path) -> None:
+    """The run is still the one its newest checkpoint holds, so `--resume` without the new flags goes on."""
+    run_dir = tmp_path / "run"
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+    trained = nasfleet_forked("train", "--config", str(config), "--no-progress", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    written = (run_dir / "config.yaml").read_bytes()
+    # Refused once the ranks read the checkpoint: it was trained in one process.
+    result = subprocess.run(
+        [*LAUNCHERS["mpi"], "train", "--config", str(run_dir / "config.yaml"), "--launcher", "mpi", "--resume",
+         "--steps", "16"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "trained in one process (launch.kind local): resume it the same way" in result.stderr
+    assert (run_dir / "config.yaml").read_bytes() == written
+    assert latest_checkpoint(str(run_dir)).endswith("checkpoint_00000012")
