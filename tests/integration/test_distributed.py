@@ -108,19 +108,6 @@ def test_ranks_train_different_subnets_but_keep_identical_weights(straight: JobC
     assert load_trained(straight.run_dir).step == 12
 
 
-def test_the_config_a_distributed_run_writes_reruns_the_same_job(straight: JobConfig, tmp_path: Path) -> None:
-    written = Path(straight.run_dir) / "config.yaml"
-    job = load_config(written)
-    assert job.launch.kind == "ray" and job.launch.workers == 2 and job.launch.deepspeed == DEFAULT_DEEPSPEED
-    again = tmp_path / "again.yaml"
-    again.write_text(written.read_text().replace(str(straight.run_dir), str(tmp_path / "again")))
-    result = nasfleet("train", "--config", str(again), "--ray-address", ray.get_runtime_context().gcs_address)
-    assert result.returncode == 0, result.stderr[-2000:]
-    first, second = load_trained(straight.run_dir).model.state_dict(), load_trained(tmp_path / "again").model.state_dict()
-    for name, tensor in first.items():
-        assert torch.equal(tensor, second[name]), name
-
-
 def test_rank_zero_metrics_are_scraped_from_rays_agent_endpoint(straight: JobConfig, metrics_port: int) -> None:
     deadline, steps, values = time.monotonic() + 90, None, {}
     while steps is None and time.monotonic() < deadline:
@@ -139,27 +126,40 @@ def test_rank_zero_metrics_are_scraped_from_rays_agent_endpoint(straight: JobCon
     assert any(name.startswith("ray_nasfleet_subnet_accuracy") for name in values)
 
 
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(straight: JobConfig, tmp_path: Path) -> None:
-    job = ray_job(tmp_path / "resumed", launch={"comm": {"topology": "leafspine:leaves=1,spines=1,hosts=2,gbps=10"}})
+def test_the_written_config_reruns_the_job_and_a_resume_after_a_failed_attempt_is_exact(
+    straight: JobConfig, tmp_path: Path
+) -> None:
+    """The run's config.yaml, interrupted, resumed once with a damaged file and once repaired.
+
+    Ends with the uninterrupted run's weights: the written config is the whole job, a user
+    error in a worker fails at once (no retries) and leaves the run resumable, and resume is
+    exact. One run for all of it (each Ray Train run costs tens of seconds here).
+    """
+    written = Path(straight.run_dir) / "config.yaml"
+    assert load_config(written).launch.deepspeed == DEFAULT_DEEPSPEED
+    run_dir = tmp_path / "again"
+    again = tmp_path / "again.yaml"
+    again.write_text(written.read_text().replace(str(straight.run_dir), str(run_dir)))
+    job = load_config(again)
+    assert job.launch.kind == "ray" and job.launch.workers == 2
     train_job(job, until_step=4)
     with pytest.raises(NasfleetError, match="--resume"):
         train_job(job)
-    train_job(job, resume=True)
-    a, b = load_trained(straight.run_dir).model.state_dict(), load_trained(job.run_dir).model.state_dict()
-    for name, tensor in a.items():
-        assert torch.equal(tensor, b[name]), name
-    assert [r["step"] for r in _records(job.run_dir)] == [4, 8, 12]
-
-
-def test_a_user_error_in_a_worker_fails_at_once_without_retries(local_ray, tmp_path: Path) -> None:
-    job = ray_job(tmp_path / "broken")
-    train_job(job, until_step=4)
-    state = Path(job.run_dir) / "checkpoint_00000004" / "ranks" / "rank_1.pt"
+    state = run_dir / "checkpoint_00000004" / "ranks" / "rank_1.pt"
+    intact = state.read_bytes()
     state.write_bytes(b"not a checkpoint")
     started = time.monotonic()
     with pytest.raises(NasfleetError, match="rank_1.pt is corrupted"):
         train_job(job, resume=True)
     assert time.monotonic() - started < 60  # max_failures=2 restarts would each pay a worker-group start
+    state.write_bytes(intact)
+    result = nasfleet("train", "--config", str(run_dir / "config.yaml"), "--resume",
+                      "--ray-address", ray.get_runtime_context().gcs_address)
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = load_trained(straight.run_dir).model.state_dict(), load_trained(run_dir).model.state_dict()
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name
+    assert [r["step"] for r in _records(str(run_dir))] == [4, 8, 12]
 
 
 def _registered_checkpoint(run_dir: Path) -> bool:
