@@ -17,7 +17,7 @@ import yaml
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.data import BatchStream, ImageSet
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
-from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state, read_supernet
+from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state
 from nasfleet.strategies import FewShotGMStrategy, FewShotSupernet, PadaStrategy, SubnetTask, build_strategy
 from nasfleet.strategies.fewshot import plan_split
 from nasfleet.supernet import MBConvSpace, MBConvSpaceConfig, extract
@@ -242,34 +242,6 @@ def test_more_copies_than_an_edge_has_ops_is_a_user_error_and_exit_2_on_the_cli(
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "smoothing" in lines[0]
-
-
-# -- two ranks (mpiexec, the same rank loop as Ray Train) -------------------------------
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(PARAMS))
-def test_two_ranks_train_each_strategy_and_agree_on_weights(name: str, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump(_config(run_dir, name).model_dump(mode="json")))
-    mpiexec = str(Path(sys.executable).parent / "mpiexec")
-    result = subprocess.run(
-        [mpiexec, "-n", "2", sys.executable, "-m", "nasfleet.orchestrator.cli", "train", "--config", str(config),
-         "--launcher", "mpi"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = latest_checkpoint(str(run_dir))
-    assert checkpoint is not None and checkpoint.endswith("checkpoint_00000012")
-    ranks = [read_rank_state(checkpoint, r) for r in range(2)]
-    assert ranks[0].weights_sha256 == ranks[1].weights_sha256
-    if name == "pada":
-        for rank, state in enumerate(ranks):  # each rank's data importance covers its own shard only
-            moved = np.flatnonzero(np.array(state.strategy["data_importance"]) != 1.0)
-            assert moved.size > 0 and set(moved % 2) == {rank}
-    else:
-        assert ranks[0].strategy["plan"] == ranks[1].strategy["plan"] is not None
-        supernet, _ = read_supernet(checkpoint)
-        assert int(supernet["split_edge"]) == ranks[0].strategy["plan"]["edge"]
 
 
 def test_fewshot_refuses_a_sharded_optimizer_before_any_rank_starts(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import yaml
 from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.orchestrator.launch import train_job
-from nasfleet.orchestrator.train import latest_checkpoint, read_meta, read_rank_state
+from nasfleet.orchestrator.train import RankState, latest_checkpoint, read_meta, read_rank_state, read_supernet
 from nasfleet.strategies import STRATEGIES
 
 from conftest import tiny_config
@@ -35,6 +36,25 @@ PARAMS: dict[str, dict[str, Any]] = {
     "fewshot-gm": {"warmup_steps": 3},
 }
 NAMES = STRATEGIES.names()
+
+
+def _pada_importance_is_per_shard(checkpoint: str, ranks: list[RankState]) -> None:
+    for rank, state in enumerate(ranks):  # each rank's data importance covers its own shard only
+        moved = np.flatnonzero(np.array(state.strategy["data_importance"]) != 1.0)
+        assert moved.size > 0 and set(moved % 2) == {rank}
+
+
+def _fewshot_ranks_split_the_same_edge(checkpoint: str, ranks: list[RankState]) -> None:
+    assert ranks[0].strategy["plan"] == ranks[1].strategy["plan"] is not None
+    supernet, _ = read_supernet(checkpoint)
+    assert int(supernet["split_edge"]) == ranks[0].strategy["plan"]["edge"]
+
+
+# What a strategy with per-rank state must show after the two-rank run, besides agreeing weights.
+TWO_RANK_CHECKS: dict[str, Callable[[str, list[RankState]], None]] = {
+    "pada": _pada_importance_is_per_shard,
+    "fewshot-gm": _fewshot_ranks_split_the_same_edge,
+}
 
 
 def job(run_dir: Path, name: str, **overrides: Any) -> JobConfig:
@@ -79,4 +99,6 @@ def test_two_ranks_train_it_and_agree_on_the_weights(name: str, tmp_path: Path) 
     assert (meta.step, meta.world_size, meta.backend) == (STEPS, 2, "deepspeed")
     ranks = [read_rank_state(checkpoint, r) for r in range(2)]
     assert ranks[0].weights_sha256 == ranks[1].weights_sha256
+    if name in TWO_RANK_CHECKS:
+        TWO_RANK_CHECKS[name](checkpoint, ranks)
     assert load_trained(tmp_path / "run").step == STEPS
