@@ -37,7 +37,7 @@ def search(
     comm_topology: Optional[str] = typer.Option(None, help="Fabric for comm_ms (spec or topology YAML, see docs/comm.md)."),
     comm_workers: Optional[int] = typer.Option(None, help="Data-parallel workers assumed for comm_ms (default 8)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join; default: $RAY_ADDRESS or a local one."),
-    resume: bool = typer.Option(False, help="Continue RUN/search/NAME with its stored settings; evaluates only what is not recorded."),
+    resume: bool = typer.Option(False, help="Continue RUN/search/NAME with its stored settings (--evaluations may raise its budget); evaluates only what is not recorded."),
 ) -> None:
     """Search the trained supernet's subnets with Ray Tune; write every evaluation and the Pareto front."""
     from nasfleet.orchestrator.config import load_config

@@ -69,7 +69,10 @@ def build_problem(trained: TrainedSupernet, settings: SearchSettings) -> SearchP
 
 
 def _stored_settings(folder: str, settings: SearchSettings) -> SearchSettings:
-    """The settings of the search being resumed (only ``evaluations`` may grow)."""
+    """The settings of the search being resumed; only ``evaluations`` may grow, and only where given.
+
+    A default left unset (``--resume`` alone) must not stretch a 12-evaluation search to 32.
+    """
     stored = join(folder, SETTINGS_FILE)
     if not is_file(stored):
         raise NasfleetError(f"cannot resume: {folder} holds no search (no {SETTINGS_FILE})")
@@ -80,7 +83,8 @@ def _stored_settings(folder: str, settings: SearchSettings) -> SearchSettings:
     if not isinstance(values, dict):
         raise NasfleetError(f"cannot resume: {stored} is not a search's settings")
     previous = search_settings(**values)
-    return previous.model_copy(update={"evaluations": max(previous.evaluations, settings.evaluations)})
+    asked = settings.evaluations if "evaluations" in settings.model_fields_set else 0
+    return previous.model_copy(update={"evaluations": max(previous.evaluations, asked)})
 
 
 def _recorded_rows(log: ParquetLog, folder: str) -> list[dict[str, Any]]:

@@ -93,20 +93,6 @@ def test_asha_stops_poor_subnets_after_part_of_the_validation_split(
     assert all(json.dumps(m["arch"], sort_keys=True) in complete for m in front)
 
 
-def test_resume_evaluates_only_what_is_not_recorded(ray_cluster: str, run_dir: Path, trained: TrainedSupernet) -> None:
-    run_search(trained, run_dir, search_settings(name="resumed", searcher="evolution",
-                                                 searcher_params={"population": 3, "sample_size": 2}, evaluations=4))
-    before = evaluations(run_dir, "resumed")
-    outcome = run_search(trained, run_dir, search_settings(name="resumed", evaluations=7), resume=True)
-    after = evaluations(run_dir, "resumed")
-    assert outcome.evaluated_now == 3 and len(after) == 7
-    assert len({r["arch"] for r in after}) == 7
-    assert {r["trial_id"] for r in before} <= {r["trial_id"] for r in after}
-    assert {r["searcher"] for r in after} == {"evolution"}  # the stored settings, not the defaults
-    with pytest.raises(NasfleetError, match="already holds a search"):
-        run_search(trained, run_dir, search_settings(name="resumed", evaluations=7))
-
-
 def test_a_search_minimises_latency_under_a_communication_bound(
     ray_cluster: str, run_dir: Path, trained: TrainedSupernet, tmp_path: Path
 ) -> None:
@@ -131,31 +117,38 @@ def test_a_search_minimises_latency_under_a_communication_bound(
     assert all("latency_ms" in m.costs for m in outcome.front)
 
 
-def test_a_killed_search_resumes_without_reevaluating(ray_cluster: str, run_dir: Path, tmp_path: Path) -> None:
-    """SIGKILL the whole driver (and the Ray it started) mid-search, then `--resume`.
+def test_a_killed_search_resumes_with_its_stored_settings_without_reevaluating(
+    ray_cluster: str, run_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the whole driver (and the Ray it started) mid-search, then `--resume` without its flags.
 
     Tiny-supernet trials take a fraction of a second, so the budget is large enough that the
     search is still running when the third recorded trial is seen.
     """
-    BUDGET = 24
-    args = [*CLI, "search", "--run", str(run_dir), "--name", "killed", "--evaluations", str(BUDGET), "--concurrency", "1"]
+    BUDGET = 12
+    args = [*CLI, "search", "--run", str(run_dir), "--name", "killed", "--evaluations", str(BUDGET), "--concurrency", "1",
+            "--searcher", "evolution", "--searcher-param", "population=3", "--searcher-param", "sample_size=2"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     folder = Path(search_folder(run_dir, "killed")) / "evaluations"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(folder.glob("part-*.parquet"))) < 3:
-        time.sleep(0.5)
+        time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     recorded = evaluations(run_dir, "killed")
     assert 3 <= len(recorded) < BUDGET
-    result = nasfleet(
-        "search", "--run", str(run_dir), "--name", "killed", "--resume", "--evaluations", str(BUDGET),
-        "--ray-address", ray_cluster,
-    )
+    # Neither the searcher nor the budget is given again: the stored settings hold them.
+    result = nasfleet("search", "--run", str(run_dir), "--name", "killed", "--resume", "--ray-address", ray_cluster)
     assert result.returncode == 0, result.stderr
     after = evaluations(run_dir, "killed")
     assert len(after) == BUDGET and len({r["arch"] for r in after}) == BUDGET
+    assert {r["trial_id"] for r in recorded} <= {r["trial_id"] for r in after}
+    assert {r["searcher"] for r in after} == {"evolution"}
     assert f"evaluated now: {BUDGET - len(recorded)} " in " ".join(result.stdout.split())
+    assert_one_line_error(
+        nasfleet("search", "--run", str(run_dir), "--name", "killed", "--ray-address", ray_cluster),
+        "already holds a search",
+    )
 
 
 def test_export_writes_the_chosen_front_member_as_a_standalone_model(
