@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt, ValidationError
-from scipy.optimize import nnls
 
 from nasfleet.errors import NasfleetError
 
@@ -78,6 +77,8 @@ def fit_alpha_beta(samples: list[Sample], ranks: int, backend: str = "mpi") -> C
         raise NasfleetError("calibration needs at least 2 ranks")
     if len(samples) < 2:
         raise NasfleetError("calibration needs at least two measurements to fit alpha and beta")
+    from scipy.optimize import nnls  # here: every training job imports this module, few fit
+
     design = np.array([_coefficients(s.op, ranks, s.size_bytes) for s in samples])
     times = np.array([s.time_s for s in samples])
     scale = 1.0 / np.maximum(times, 1e-12)
