@@ -286,7 +286,7 @@ def _summarise(
     by_role = {e.role: e.test_accuracy for e in fixed}
     truth = [r.accuracy["test"] for r in standalone]
     estimated = [e.test_scores for e in fixed]  # always present on the fixed set
-    ranking = ranking_statistics(estimated, [r.test_scores for r in standalone], indices)  # type: ignore[arg-type]
+    ranking = ranking_statistics(estimated, [[r.test_scores] for r in standalone], indices)  # type: ignore[list-item]
     tau_val, rho_val = rank_correlations([e.val_accuracy for e in fixed], truth)
     keep = math.nan
     if nested:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from nasfleet.errors import NasfleetError
-from nasfleet.research.standalone import ImageScores
+from nasfleet.research.standalone import ImageScores, mean_scores
 
 CONFIDENCE = 0.95
 """Coverage of the bootstrap intervals, and the share of resamples a resolved pair must keep its order in."""
@@ -99,19 +99,44 @@ def resampled_means(scores: Sequence[ImageScores], metric: str, indices: np.ndar
     return np.stack(columns, axis=1).astype(np.float64)
 
 
+def seed_resampled_means(
+    runs: Sequence[Sequence[ImageScores]], metric: str, indices: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """[resamples, subnets]: as :func:`resampled_means`, each subnet's runs also resampled.
+
+    The second level of the bootstrap a seeded ground truth needs: on each image resample, every
+    subnet's value is the mean over its training runs drawn with replacement, independently per
+    subnet (each was trained on its own). With one run each this is :func:`resampled_means`.
+    """
+    columns = []
+    for subnet_runs in runs:
+        per_run = resampled_means(subnet_runs, metric, indices)  # [resamples, runs]
+        picks = rng.integers(0, per_run.shape[1], size=per_run.shape)
+        columns.append(np.take_along_axis(per_run, picks, axis=1).mean(axis=1))
+    return np.stack(columns, axis=1)
+
+
 def bootstrap_tau(
     estimated: Sequence[ImageScores],
-    truth: Sequence[ImageScores],
+    truth: Sequence[Sequence[ImageScores]],
     metric: str,
     indices: np.ndarray,
     confidence: float = CONFIDENCE,
+    seed: int = 0,
 ) -> Interval:
-    """Percentile interval of Kendall τ between the two sides, both recomputed on each resample of images.
+    """Percentile interval of Kendall τ between the two sides, both recomputed on each resample.
 
-    Both sides are resampled with the same image indices (the same test images judge both), so the
-    interval reflects which test images were drawn, not training-seed noise on either side.
+    Both sides are resampled with the same image indices (the same test images judge both); the
+    truth's training runs (seeds) are resampled too (:func:`seed_resampled_means`), so the interval
+    covers which test images were drawn and which training runs the ground truth happened to get.
     """
-    taus = kendall_tau_b(resampled_means(estimated, metric, indices), resampled_means(truth, metric, indices))
+    if len(estimated) != len(truth) or any(len(runs) == 0 for runs in truth):
+        raise NasfleetError("the ground truth needs at least one run for every estimated subnet")
+    sizes = {len(s.correct) for s in estimated} | {len(r.correct) for runs in truth for r in runs}
+    if len(sizes) != 1:
+        raise NasfleetError(f"per-image scores must cover the same images, got sizes {sorted(sizes)}")
+    rng = np.random.default_rng(seed)
+    taus = kendall_tau_b(resampled_means(estimated, metric, indices), seed_resampled_means(truth, metric, indices, rng))
     defined = taus[~np.isnan(taus)]
     if defined.size == 0:
         return Interval(math.nan, math.nan, len(taus))
@@ -121,14 +146,19 @@ def bootstrap_tau(
 
 
 def ranking_statistics(
-    estimated: Sequence[ImageScores], truth: Sequence[ImageScores], indices: np.ndarray
+    estimated: Sequence[ImageScores], truth: Sequence[Sequence[ImageScores]], indices: np.ndarray, seed: int = 0
 ) -> RankingStatistics:
-    """τ and ρ on test accuracy and on mean test NLL (full test set), each τ with its bootstrap interval."""
-    tau, rho = rank_correlations([s.accuracy for s in estimated], [s.accuracy for s in truth])
-    tau_nll, rho_nll = rank_correlations([s.mean_nll for s in estimated], [s.mean_nll for s in truth])
+    """τ and ρ on test accuracy and on mean test NLL (full test set), each τ with its bootstrap interval.
+
+    ``truth`` holds every subnet's stand-alone runs (one per training seed); the point estimates
+    compare with their mean, the intervals resample images and runs.
+    """
+    means = [mean_scores(runs) for runs in truth]
+    tau, rho = rank_correlations([s.accuracy for s in estimated], [s.accuracy for s in means])
+    tau_nll, rho_nll = rank_correlations([s.mean_nll for s in estimated], [s.mean_nll for s in means])
     return RankingStatistics(
-        tau, rho, bootstrap_tau(estimated, truth, "accuracy", indices),
-        tau_nll, rho_nll, bootstrap_tau(estimated, truth, "nll", indices),
+        tau, rho, bootstrap_tau(estimated, truth, "accuracy", indices, seed=seed),
+        tau_nll, rho_nll, bootstrap_tau(estimated, truth, "nll", indices, seed=seed),
     )
 
 

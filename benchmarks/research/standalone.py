@@ -63,11 +63,16 @@ class ImageScores:
     the mean cross-entropy (NLL) of the resampled set.
     """
 
-    correct: np.ndarray  # bool [N]
+    correct: np.ndarray  # bool [N]; for a mean over runs (:func:`mean_scores`), the share of runs right
     nll: np.ndarray  # float64 [N], −log p(true label)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "correct", np.asarray(self.correct, dtype=bool))
+        correct = np.asarray(self.correct)
+        if correct.dtype != bool:
+            correct = correct.astype(np.float64)
+            if correct.size and (correct.min() < 0 or correct.max() > 1):
+                raise ValueError("per-image correctness must be a bool or a share of runs in [0, 1]")
+        object.__setattr__(self, "correct", correct)
         object.__setattr__(self, "nll", np.asarray(self.nll, dtype=np.float64))
         if self.correct.shape != self.nll.shape or self.correct.ndim != 1:
             raise ValueError(f"per-image arrays differ in shape: {self.correct.shape} and {self.nll.shape}")
@@ -79,6 +84,18 @@ class ImageScores:
     @property
     def mean_nll(self) -> float:
         return float(self.nll.mean())
+
+
+def mean_scores(runs: Sequence[ImageScores]) -> ImageScores:
+    """Several runs of one model (training seeds) as one: per image, the share right and the mean NLL.
+
+    Its accuracy is the mean of the runs' accuracies, the ground truth a seeded ranking compares with.
+    """
+    if not runs:
+        raise ValueError("mean_scores needs at least one run")
+    if len(runs) == 1:
+        return runs[0]
+    return ImageScores(np.mean([r.correct for r in runs], axis=0), np.mean([r.nll for r in runs], axis=0))
 
 
 @torch.no_grad()

@@ -81,7 +81,7 @@ def test_tau_on_nll_on_a_constructed_case() -> None:
     correct = [True, False, True]
     estimated = [constant_scores(v, correct) for v in (0.1, 0.2, 0.3, 0.4)]
     truth = [constant_scores(v, correct) for v in (0.5, 0.6, 0.8, 0.7)]
-    ranking = ranking_statistics(estimated, truth, bootstrap_indices(3, 50, seed=0))
+    ranking = ranking_statistics(estimated, [[t] for t in truth], bootstrap_indices(3, 50, seed=0))
     assert ranking.kendall_tau_nll == pytest.approx(2 / 3)
     assert ranking.spearman_rho_nll == pytest.approx(0.8)
     # Every resample sees the same NLL means, so the interval collapses onto the point.
@@ -98,7 +98,7 @@ def test_tau_on_nll_ranks_by_the_mean_of_per_image_losses() -> None:
 
     estimated = scores([0.0, 0.0, 0.9], [0.5, 0.5, 0.5], [1.0, 0.6, 0.5])
     truth = scores([0.1, 0.1, 0.1], [0.3, 0.2, 0.1], [0.2, 0.2, 0.3])
-    ranking = ranking_statistics(estimated, truth, bootstrap_indices(3, 20, seed=0))
+    ranking = ranking_statistics(estimated, [[t] for t in truth], bootstrap_indices(3, 20, seed=0))
     assert ranking.kendall_tau_nll == pytest.approx(1.0)  # means 0.3 < 0.5 < 0.7 and 0.1 < 0.2 < 0.233
 
 
@@ -128,7 +128,7 @@ def simulated_scores(seed: int, subnets: int = 8, images: int = 270) -> tuple[li
 
 def test_bootstrap_interval_contains_the_point_estimate_and_is_seeded() -> None:
     estimated, truth = simulated_scores(seed=1)
-    ranking = ranking_statistics(estimated, truth, bootstrap_indices(270, 1000, seed=5))
+    ranking = ranking_statistics(estimated, [[t] for t in truth], bootstrap_indices(270, 1000, seed=5))
     for tau, interval in (
         (ranking.kendall_tau, ranking.kendall_tau_interval),
         (ranking.kendall_tau_nll, ranking.kendall_tau_nll_interval),
@@ -137,11 +137,11 @@ def test_bootstrap_interval_contains_the_point_estimate_and_is_seeded() -> None:
     assert ranking.kendall_tau == pytest.approx(
         stats.kendalltau([s.accuracy for s in estimated], [s.accuracy for s in truth]).statistic
     )
-    again = ranking_statistics(estimated, truth, bootstrap_indices(270, 1000, seed=5))
+    again = ranking_statistics(estimated, [[t] for t in truth], bootstrap_indices(270, 1000, seed=5))
     assert again == ranking
     assert np.array_equal(bootstrap_indices(270, 1000, seed=5), bootstrap_indices(270, 1000, seed=5))
     assert not np.array_equal(bootstrap_indices(270, 1000, seed=5), bootstrap_indices(270, 1000, seed=6))
-    other = ranking_statistics(estimated, truth, bootstrap_indices(270, 1000, seed=6))
+    other = ranking_statistics(estimated, [[t] for t in truth], bootstrap_indices(270, 1000, seed=6))
     assert (other.kendall_tau, other.kendall_tau_nll) == (ranking.kendall_tau, ranking.kendall_tau_nll)
     assert other.kendall_tau_interval.contains(other.kendall_tau)
 
@@ -266,7 +266,7 @@ def test_summary_statistics_follow_from_the_evaluations(
         assert (s.kendall_tau_nll, s.spearman_rho_nll) == pytest.approx((tau_nll, rho_nll), nan_ok=True)
         assert s.tau_nll_interval.contains(s.kendall_tau_nll)
         ranking = ranking_statistics(
-            fixed_scores(first, s.strategy), [r.test_scores for r in first.standalone],
+            fixed_scores(first, s.strategy), [[r.test_scores] for r in first.standalone],
             bootstrap_indices(first.test_size, first.bootstrap_resamples, first.seed),
         )
         assert (s.kendall_tau_nll_low, s.kendall_tau_nll_high) == pytest.approx(
