@@ -34,17 +34,16 @@ from nasfleet.orchestrator.config import JobConfig, load_config
 from nasfleet.orchestrator.data import check_data
 from nasfleet.orchestrator.train import job_space
 from nasfleet.research.comparison import fixed_subnets
-from nasfleet.research.standalone import StandaloneCache, StandaloneResult, standalone_key, train_standalone
+from nasfleet.research.standalone import (
+    StandaloneCache,
+    StandaloneResult,
+    standalone_key,
+    standalone_recipe,
+    train_standalone,
+)
 from nasfleet.supernet import Arch
 
 REFERENCE = Path(__file__).resolve().parents[1] / "orchestrator" / "configs" / "fashion-mnist-mbconv.yaml"
-
-
-def recipe(config: JobConfig, steps: int, seed: int) -> JobConfig:
-    """The job's recipe at ``steps`` optimizer steps and ``seed`` (warm-up kept under a tenth of the steps)."""
-    warmup = min(config.optim.warmup_steps, steps // 10)
-    optim = config.optim.model_copy(update={"steps": steps, "warmup_steps": warmup})
-    return config.model_copy(update={"seed": seed, "optim": optim})
 
 
 def _train(config: JobConfig, arch: Arch) -> dict[str, Any]:
@@ -60,10 +59,10 @@ def build(
     space = job_space(config)
     known = cache.lookup()
     todo = [
-        (recipe(config, steps, seed), arch)
+        (standalone_recipe(config, steps, seed), arch)
         for seed in range(seeds)
         for _, arch in subnets
-        if standalone_key(recipe(config, steps, seed), space, arch) not in known
+        if standalone_key(standalone_recipe(config, steps, seed), space, arch) not in known
     ]
     deadline = time.monotonic() + budget_s
     trained = 0
@@ -94,7 +93,7 @@ def report(
     for role, arch in subnets:
         found: dict[int, StandaloneResult] = {}
         for seed in range(seeds):
-            result = known.get(standalone_key(recipe(config, steps, seed), space, arch))
+            result = known.get(standalone_key(standalone_recipe(config, steps, seed), space, arch))
             if result is not None:
                 found[seed] = result
         accs = {seed: r.accuracy["test"] for seed, r in found.items()}

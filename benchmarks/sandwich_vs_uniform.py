@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from _common import RESULTS, write_results
-from ground_truth import REFERENCE, recipe
+from ground_truth import REFERENCE
 from nasfleet.orchestrator.config import JobConfig, config_yaml, load_config
 from nasfleet.orchestrator.data import check_data
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import job_space
 from nasfleet.research.comparison import fixed_subnets
-from nasfleet.research.standalone import StandaloneCache, standalone_key
+from nasfleet.research.standalone import StandaloneCache, standalone_key, standalone_recipe
 from nasfleet.supernet import Arch
 
 ROLES = ("smallest", "median", "largest")
@@ -110,7 +110,7 @@ def standalone_accuracy(config: JobConfig, subnets: list[tuple[str, Arch]]) -> d
     found: dict[str, list[float]] = {}
     for role, arch in subnets:
         for seed in range(10):
-            result = known.get(standalone_key(recipe(config, GROUND_TRUTH_STEPS, seed), space, arch))
+            result = known.get(standalone_key(standalone_recipe(config, GROUND_TRUTH_STEPS, seed), space, arch))
             if result is not None:
                 found.setdefault(role, []).append(result.accuracy["test"])
     return found

@@ -1,4 +1,4 @@
-"""Every registered training strategy on the demo task at one budget (same steps, same batches).
+"""Every registered training strategy on one task at one budget (same steps, same batches).
 
 The same comparison as ``nasfleet bench strategies``, plus the summary in
 benchmarks/results/strategies.{json,md}; unlike the command, this script writes the page into
@@ -6,6 +6,12 @@ docs/: docs/strategies.md and docs/img/strategies.png. Stand-alone trainings of 
 set are cached in benchmarks/results/standalone/, so a rerun (e.g. after a new strategy is
 registered) only trains the supernets; ``--reuse-runs`` also keeps finished supernet runs of the
 same job in --workdir, so only evaluation is repeated.
+
+On the reference task, the ground truth is benchmarks/ground_truth.py's (24 subnets, 2 seeds,
+its own 2,400-step recipe; build it first), read from its cache and never trained here:
+
+    python benchmarks/strategies.py --config orchestrator/configs/fashion-mnist-mbconv.yaml \
+        --subnets 24 --ground-truth benchmarks/results/ground_truth --steps 1000
 
     OMP_NUM_THREADS=1 python benchmarks/strategies.py [--steps 1200] [--strategies uniform,sandwich] [--reuse-runs]
 """
@@ -18,8 +24,10 @@ from pathlib import Path
 
 from _common import RESULTS, write_results
 from nasfleet.orchestrator.cli.common import demo_config
-from nasfleet.research.comparison import DEFAULT_SUBNETS
+from nasfleet.orchestrator.config import load_config
+from nasfleet.research.comparison import DEFAULT_SUBNETS, GroundTruth
 from nasfleet.research.report import comparison_markdown
+from nasfleet.research.standalone import StandaloneCache
 from nasfleet.research.strategy_bench import parse_strategies, run_strategy_bench
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -34,21 +42,32 @@ def main() -> None:
     parser.add_argument("--nested", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=Path("runs/strategies"))
     parser.add_argument("--reuse-runs", action="store_true", help="re-evaluate finished runs of the same job")
+    parser.add_argument("--config", type=Path, default=None, help="job YAML; default: the built-in digits demo")
+    parser.add_argument("--ground-truth", type=Path, default=None, help="a benchmarks/ground_truth.py cache")
+    parser.add_argument("--ground-truth-steps", type=int, default=2400)
+    parser.add_argument("--ground-truth-seeds", type=int, default=2)
     args = parser.parse_args()
 
-    base = demo_config()
+    base = load_config(args.config) if args.config else demo_config()
     steps = args.steps or base.optim.steps
     command = (
         f"python benchmarks/strategies.py --steps {steps} --seed {args.seed} "
         f"--subnets {args.subnets} --nested {args.nested}"
     )
+    if args.config:
+        command += f" --config {args.config}"
+    truth = None
+    if args.ground_truth:
+        truth = GroundTruth(StandaloneCache(args.ground_truth), args.ground_truth_steps, args.ground_truth_seeds)
+        command += (f" --ground-truth {args.ground_truth} --ground-truth-steps {args.ground_truth_steps}"
+                    f" --ground-truth-seeds {args.ground_truth_seeds}")
     if args.strategies:
         command += f" --strategies {args.strategies}"
     if args.reuse_runs:
         command += " --reuse-runs"
     comparison = run_strategy_bench(
         base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
-        DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs,
+        DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth,
     )
     payload = {
         "steps": steps,
@@ -62,7 +81,7 @@ def main() -> None:
             for r in comparison.standalone
         ],
     }
-    header = f"# Training strategies, demo task, {steps} optimizer steps each, seed {args.seed}\n\n"
+    header = f"# Training strategies, {base.data.dataset}, {steps} optimizer steps each, seed {args.seed}\n\n"
     write_results("strategies", payload, header + comparison_markdown(comparison))
 
 

@@ -45,6 +45,8 @@ from nasfleet.research.standalone import (
     StandaloneCache,
     StandaloneResult,
     score_images,
+    standalone_key,
+    standalone_recipe,
     standalone_results,
 )
 from nasfleet.strategies import STRATEGIES, SortedStrategy, build_strategy, strategy_class
@@ -151,6 +153,9 @@ class StrategyComparison:
     test_size: int
     subnets: list[tuple[str, Arch]]
     standalone: list[StandaloneResult]
+    """Each fixed subnet's ground truth: its stand-alone run, or the mean of its seeds' runs."""
+    standalone_runs: list[list[StandaloneResult]]
+    """Each fixed subnet's stand-alone runs, one per seed: what the τ intervals resample."""
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
     threads: int = 1
     """torch threads of every training run (the job's ``launch.threads``)."""
@@ -160,6 +165,37 @@ class StrategyComparison:
 
     def summary(self, strategy: str) -> StrategySummary:
         return next(s for s in self.summaries if s.strategy == strategy)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Stand-alone runs trained apart from the comparison (benchmarks/ground_truth.py).
+
+    They follow their own recipe (``steps``, which need not be the supernets'), over ``seeds``
+    seeds; the comparison reads them from ``cache`` and never trains them itself: hours of CPU.
+    """
+
+    cache: StandaloneCache
+    steps: int
+    seeds: int
+
+
+def ground_truth_runs(config: JobConfig, archs: Sequence[Arch], truth: GroundTruth) -> list[list[StandaloneResult]]:
+    """Every seed's run of every subnet, from the cache; refuses when any is missing."""
+    space = job_space(config)
+    known = truth.cache.lookup()
+    runs, missing = [], 0
+    for arch in archs:
+        found = [known.get(standalone_key(standalone_recipe(config, truth.steps, seed), space, arch))
+                 for seed in range(truth.seeds)]
+        missing += sum(r is None for r in found)
+        runs.append([r for r in found if r is not None])
+    if missing:
+        raise NasfleetError(
+            f"the ground truth in {truth.cache.path} lacks {missing} of {len(archs) * truth.seeds} runs "
+            f"({len(archs)} subnets × {truth.seeds} seeds, {truth.steps} steps): run benchmarks/ground_truth.py first"
+        )
+    return runs
 
 
 def fixed_subnets(space: SearchSpace, count: int, seed: int) -> list[tuple[str, Arch]]:
@@ -281,12 +317,15 @@ def _summarise(
     fixed: list[SubnetEvaluation],
     nested: list[SubnetEvaluation],
     standalone: Sequence[StandaloneResult],
+    standalone_runs: Sequence[Sequence[StandaloneResult]],
     indices: np.ndarray,
+    seed: int,
 ) -> StrategySummary:
     by_role = {e.role: e.test_accuracy for e in fixed}
     truth = [r.accuracy["test"] for r in standalone]
     estimated = [e.test_scores for e in fixed]  # always present on the fixed set
-    ranking = ranking_statistics(estimated, [[r.test_scores] for r in standalone], indices)  # type: ignore[list-item]
+    runs = [[r.test_scores for r in subnet_runs] for subnet_runs in standalone_runs]
+    ranking = ranking_statistics(estimated, runs, indices, seed)  # type: ignore[arg-type]
     tau_val, rho_val = rank_correlations([e.val_accuracy for e in fixed], truth)
     keep = math.nan
     if nested:
@@ -414,6 +453,7 @@ def compare_strategies(
     strategy_overrides: dict[str, dict[str, Any]] | None = None,
     reuse_runs: bool = False,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    ground_truth: GroundTruth | None = None,
 ) -> StrategyComparison:
     """Train each strategy for ``steps`` on ``base_config``'s task, evaluate, and write the results.
 
@@ -422,8 +462,10 @@ def compare_strategies(
     ``work_dir``/<strategy>: retrained each call, or with ``reuse_runs`` re-evaluated when the folder
     holds a finished run of the same job (same config, steps and seed; else retrained — each
     summary's ``reused_run`` says which). Stand-alone results are read from ``standalone_cache``
-    when there. The τ intervals use ``bootstrap_resamples`` resamples of the test images, seeded by
-    ``seed`` and shared by all strategies. Every input is checked before anything trains.
+    when there, or, given ``ground_truth``, are its runs over several seeds (never trained here). The
+    τ intervals use ``bootstrap_resamples`` resamples of the test images and of the ground truth's
+    seeds, seeded by ``seed`` and shared by all strategies. Every input is checked before anything
+    trains.
     """
     # Imported here, not at the top: the report module imports this one for the data classes.
     from nasfleet.research.report import write_comparison
@@ -454,10 +496,15 @@ def compare_strategies(
             "strategy comparison config",
         )
 
-    standalone = standalone_results(job(None), [a for _, a in subnets], standalone_cache)
+    archs = [a for _, a in subnets]
+    if ground_truth is not None:
+        standalone_runs = ground_truth_runs(job(None), archs, ground_truth)
+    else:
+        standalone_runs = [[r] for r in standalone_results(job(None), archs, standalone_cache)]
+    standalone = [StandaloneResult.mean_of(runs) for runs in standalone_runs]
     comparison = StrategyComparison(
-        steps, seed, base_config.data.batch_size, len(data.test), subnets, standalone, bootstrap_resamples,
-        threads=base_config.launch.threads,
+        steps, seed, base_config.data.batch_size, len(data.test), subnets, standalone, standalone_runs,
+        bootstrap_resamples, threads=base_config.launch.threads,
     )
     indices = bootstrap_indices(len(data.test), bootstrap_resamples, seed)
     for name in strategies:
@@ -465,6 +512,8 @@ def compare_strategies(
         fixed_rows = _evaluate(run.trained, name, "fixed", subnets, standalone)
         nested_rows = _evaluate(run.trained, name, "nested", nested, None)
         comparison.evaluations += fixed_rows + nested_rows
-        comparison.summaries.append(_summarise(name, params[name], run, fixed_rows, nested_rows, standalone, indices))
+        comparison.summaries.append(
+            _summarise(name, params[name], run, fixed_rows, nested_rows, standalone, standalone_runs, indices, seed)
+        )
     comparison.files = write_comparison(comparison, out_dir, plot_path or out_dir / PLOT_FILE)
     return comparison

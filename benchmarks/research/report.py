@@ -23,6 +23,7 @@ from nasfleet.research.ranking_stats import (
     kendall_tau_b,
     resampled_means,
     resolved_pairs,
+    seed_resampled_means,
 )
 from nasfleet.research.standalone import ImageScores
 from nasfleet.orchestrator.storage import resolve_storage, write_parquet_atomically
@@ -205,9 +206,11 @@ def _indices(comparison: StrategyComparison) -> np.ndarray:
 
 
 def tau_difference(comparison: StrategyComparison, strategy: str, baseline: str, metric: str) -> Interval:
-    """Paired bootstrap interval of τ(strategy) − τ(baseline): both on the same resampled test images."""
+    """Paired bootstrap interval of τ(strategy) − τ(baseline): both on the same resampled test images
+    and the same resampled ground-truth seeds."""
     indices = _indices(comparison)
-    truth = resampled_means([r.test_scores for r in comparison.standalone], metric, indices)
+    runs = [[r.test_scores for r in subnet_runs] for subnet_runs in comparison.standalone_runs]
+    truth = seed_resampled_means(runs, metric, indices, np.random.default_rng(comparison.seed))
     taus = [kendall_tau_b(resampled_means(fixed_scores(comparison, name), metric, indices), truth)
             for name in (strategy, baseline)]
     difference = taus[0] - taus[1]
@@ -295,7 +298,9 @@ def findings(comparison: StrategyComparison, baseline: str = BASELINE) -> list[s
     if clear_taus:
         sentences.append(
             f"\nτ wins whose paired {level} interval of the difference excludes 0: {'; '.join(clear_taus)}. "
-            "This covers which test images were drawn, not a second training seed."
+            + ("This covers which test images were drawn, not a second training seed."
+               if min(len(r) for r in comparison.standalone_runs) == 1 else
+               "This covers which test images were drawn and the ground truth's seeds, not a second supernet seed.")
         )
     saturated = [s for s in comparison.summaries if s.nested_count and s.nested_keep_fraction == 1.0]
     if len(saturated) > len(comparison.summaries) / 2:
@@ -370,6 +375,30 @@ def _interval_reading(comparison: StrategyComparison) -> list[str]:
     return lines
 
 
+def _ground_truth_paragraph(comparison: StrategyComparison, trained_now: int) -> str:
+    n = len(comparison.subnets)
+    seeds = min(len(runs) for runs in comparison.standalone_runs)
+    truth_steps = comparison.standalone_runs[0][0].steps
+    if seeds == 1 and truth_steps == comparison.steps:
+        made = (
+            "The same subnets trained from scratch as plain networks with the same recipe (data, batches, optimizer, "
+            "schedule, steps, seed; plain cross-entropy), cached in Parquet with their per-image test results so "
+            f"each is trained once ({trained_now} trained in this run, {n - trained_now} read from the cache)."
+        )
+    else:
+        made = (
+            f"The same subnets trained from scratch as plain networks, apart from this comparison "
+            f"(benchmarks/ground_truth.py): {truth_steps} optimizer steps of the job's recipe (plain "
+            f"cross-entropy), {seeds} seeds each, read from its Parquet cache with their per-image test results. "
+            "A subnet's ground truth is the mean over its seeds; the τ intervals resample the seeds as well as "
+            "the test images, so they include the ground truth's own seed-to-seed noise."
+        )
+    return (
+        f"**Ground truth.** {made} Kendall τ and Spearman ρ compare the supernet's estimate with the stand-alone "
+        "result on the fixed set; *τ (val est.)* uses the supernet's validation accuracy as the estimate."
+    )
+
+
 def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) -> str:
     """docs/strategies.md: protocol, tables, plot and the verdicts, all from ``comparison``."""
     n = len(comparison.subnets)
@@ -389,11 +418,7 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
         f"**Fixed subnet set.** {n} subnets chosen once (seeded): the smallest, the largest, and subnets at evenly "
         f"spaced MFLOPs quantiles of {POOL_SIZE:,} random subnets, one at the median. A supernet's accuracy and "
         "NLL for a subnet are measured after recalibrating batch norm for it.",
-        "**Ground truth.** The same subnets trained from scratch as plain networks with the same recipe (data, "
-        "batches, optimizer, schedule, steps, seed; plain cross-entropy), cached in Parquet with their per-image "
-        f"test results so each is trained once ({trained_now} trained in this run, {n - trained_now} read from "
-        "the cache). Kendall τ and Spearman ρ compare the supernet's estimate with the stand-alone result on the "
-        "fixed set; *τ (val est.)* uses the supernet's validation accuracy as the estimate.",
+        _ground_truth_paragraph(comparison, trained_now),
         "**Two ranking targets.** *Accuracy* is what a search optimises, but when the stand-alone subnets are "
         "only a few test images apart (see the ground-truth spread below) their accuracies tie often and an "
         "accuracy ranking is mostly decided by which few images happen to be hard. *NLL* is the mean test "

@@ -125,6 +125,23 @@ class StandaloneResult:
     test_scores: ImageScores = field(repr=False, compare=False)
     train_wall_s: float
     from_cache: bool = False
+
+    @classmethod
+    def mean_of(cls, runs: Sequence[StandaloneResult]) -> StandaloneResult:
+        """Several seeds of one subnet as one result: mean accuracy and NLL, per-image :func:`mean_scores`."""
+        first = runs[0]
+        if len(runs) == 1:
+            return first
+        splits = first.accuracy.keys()
+        return cls(
+            key="+".join(r.key for r in runs), arch=first.arch, mflops=first.mflops, params=first.params,
+            steps=first.steps, seed=-1,
+            accuracy={k: float(np.mean([r.accuracy[k] for r in runs])) for k in splits},
+            nll={k: float(np.mean([r.nll[k] for r in runs])) for k in first.nll},
+            test_scores=mean_scores([r.test_scores for r in runs]),
+            train_wall_s=float(sum(r.train_wall_s for r in runs)),
+            from_cache=all(r.from_cache for r in runs),
+        )
     recorded_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def row(self) -> dict[str, object]:
@@ -162,6 +179,17 @@ class StandaloneResult:
             from_cache=True,
             recorded_at_ms=int(recorded.timestamp() * 1000) if hasattr(recorded, "timestamp") else 0,
         )
+
+
+def standalone_recipe(config: JobConfig, steps: int, seed: int) -> JobConfig:
+    """The job's recipe at ``steps`` optimizer steps and ``seed`` (warm-up kept under a tenth of the steps).
+
+    How a ground truth trained apart from any supernet (benchmarks/ground_truth.py) sets its runs,
+    so that a comparison can find them in the cache by key.
+    """
+    warmup = min(config.optim.warmup_steps, steps // 10)
+    optim = config.optim.model_copy(update={"steps": steps, "warmup_steps": warmup})
+    return config.model_copy(update={"seed": seed, "optim": optim})
 
 
 def standalone_key(config: JobConfig, space: SearchSpace, arch: Arch) -> str:

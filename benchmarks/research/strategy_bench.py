@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig
-from nasfleet.research.comparison import StrategyComparison, compare_strategies
+from nasfleet.research.comparison import GroundTruth, StrategyComparison, compare_strategies
 from nasfleet.research.report import render_doc
 from nasfleet.research.standalone import StandaloneCache
 from nasfleet.strategies import STRATEGIES
@@ -44,17 +44,19 @@ def run_strategy_bench(
     work_dir: Path,
     command: str,
     reuse_runs: bool = False,
+    ground_truth: GroundTruth | None = None,
 ) -> StrategyComparison:
     """Compare the strategies, keep the data in ``results_dir`` and write ``page_dir``/strategies.md.
 
     The plot goes to ``page_dir``/img/strategies.png, where the page links it. ``command`` is the
     invocation the page names as its source. ``reuse_runs`` re-evaluates finished supernet runs
-    of the same job found in ``work_dir`` instead of retraining them.
+    of the same job found in ``work_dir`` instead of retraining them. ``ground_truth`` replaces
+    the stand-alone runs at the supernets' steps by runs made apart, over seeds.
     """
     comparison = compare_strategies(
         config, strategies, steps, seed, results_dir, StandaloneCache(cache_dir),
         num_subnets=subnets, nested_submodels=nested, work_dir=work_dir, plot_path=page_dir / PLOT_RELPATH,
-        reuse_runs=reuse_runs,
+        reuse_runs=reuse_runs, ground_truth=ground_truth,
     )
     page_dir.mkdir(parents=True, exist_ok=True)
     (page_dir / DOC_FILE).write_text(render_doc(comparison, PLOT_RELPATH, command))

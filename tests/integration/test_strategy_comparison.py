@@ -21,13 +21,20 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.data import load_data
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.research.cli import bench_app
-from nasfleet.research.standalone import ImageScores, StandaloneCache, standalone_results
+from nasfleet.research.standalone import (
+    ImageScores,
+    StandaloneCache,
+    standalone_recipe,
+    standalone_results,
+    train_standalone,
+)
 from nasfleet.research.ranking_stats import bootstrap_indices, kendall_tau_b, rank_correlations, ranking_statistics
 from nasfleet.research.comparison import (
     DEFAULT_SUBNETS,
     MIN_SUBNETS,
     NESTED_KEEP,
     RUN_RECORD_FILE,
+    GroundTruth,
     StrategyComparison,
     compare_strategies,
     fixed_subnets,
@@ -433,3 +440,31 @@ def test_cli_unknown_strategy_is_a_one_line_error(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "unknown strategy 'bignas'" in lines[0]
     assert not (tmp_path / "docs").exists()
+
+
+def test_a_ground_truth_over_seeds_is_read_from_its_cache_and_never_trained(tmp_path: Path) -> None:
+    """The Fashion-MNIST path: stand-alone runs made apart (their own steps, two seeds), averaged per subnet."""
+    config = tiny_config(tmp_path / "unused")
+    subnets = fixed_subnets(job_space(config), 8, seed=1)
+    cache = StandaloneCache(tmp_path / "truth")
+    truth = GroundTruth(cache, steps=4, seeds=2)
+    with pytest.raises(NasfleetError, match="lacks 16 of 16 runs.*ground_truth.py"):
+        compare_strategies(config, ["uniform"], STEPS, 1, tmp_path / "out", None, num_subnets=8, nested_submodels=0,
+                           work_dir=tmp_path / "runs", ground_truth=truth)
+    for seed in range(2):
+        for _, arch in subnets:
+            cache.put(train_standalone(standalone_recipe(config, 4, seed), arch))
+    comparison = compare_strategies(config, ["uniform"], STEPS, 1, tmp_path / "out", None, num_subnets=8,
+                                    nested_submodels=0, work_dir=tmp_path / "runs", ground_truth=truth)
+    assert [len(runs) for runs in comparison.standalone_runs] == [2] * 8
+    assert all(r.steps == 4 and {r.seed for r in runs} == {0, 1}
+               for runs in comparison.standalone_runs for r in runs)
+    for mean, runs in zip(comparison.standalone, comparison.standalone_runs):
+        assert mean.accuracy["test"] == pytest.approx((runs[0].accuracy["test"] + runs[1].accuracy["test"]) / 2)
+    summary = comparison.summary("uniform")
+    fixed = [e for e in comparison.evaluations if e.subset == "fixed"]
+    tau, _ = rank_correlations([e.test_accuracy for e in fixed], [m.accuracy["test"] for m in comparison.standalone])
+    assert summary.kendall_tau == pytest.approx(tau, nan_ok=True)
+    page = render_doc(comparison, "img/strategies.png", "python benchmarks/strategies.py")
+    assert "4 optimizer steps of the job's recipe" in page and "2 seeds each" in page
+    assert "resample the seeds as well as the test images" in page
