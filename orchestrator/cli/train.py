@@ -14,6 +14,7 @@ from nasfleet.orchestrator.cli.common import console, demo_config, key_values, p
 if TYPE_CHECKING:
     from nasfleet.orchestrator.config import JobConfig
     from nasfleet.orchestrator.launch.job import JobOutcome
+    from nasfleet.orchestrator.evaluate.subnets import SubnetResult
 
 WORKERS_HELP = "Shortcut: 0 trains in this process (launch.kind=local); N ≥ 1 runs N Ray Train workers, each a DeepSpeed rank."
 DEEPSPEED_HELP = "DeepSpeed config file (JSON/YAML, see cluster_configs/deepspeed/), read into launch.deepspeed."
@@ -195,8 +196,22 @@ def demo(
     outcome = run_job(job, resume=has_checkpoint(job.run_dir))
     assert outcome is not None  # only MPI/torchrun ranks other than 0 get None
     report_job(outcome, f"demo supernet on {job.data.dataset} after {outcome.step} steps")
+    _print_reference_gaps(outcome.results, job.data.dataset)
     if search_evaluations:
         _demo_search(job, outcome.run_folder, search_evaluations)
+
+
+def _print_reference_gaps(results: list[SubnetResult], dataset: str) -> None:
+    """How far the demo's subnets are from the same subnets trained alone (the shipped reference)."""
+    from nasfleet.orchestrator.reference import reference_gaps
+
+    for result, reference in reference_gaps(results, dataset):
+        here, alone = 100 * result.accuracy["test"], 100 * reference.test_accuracy
+        console.print(
+            f"{result.role}: {here:.2f}% test accuracy here, {alone:.2f}% trained alone "
+            f"({reference.steps} steps, mean of {reference.seeds} seed{'s' if reference.seeds > 1 else ''}): "
+            f"{here - alone:+.2f} points"
+        )
 
 
 def _demo_job(data: str) -> JobConfig:
