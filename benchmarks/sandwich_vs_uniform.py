@@ -104,13 +104,13 @@ def train_and_evaluate(
             "dataset": config.data.dataset, "test_images": test_images, "curve": curve}
 
 
-def standalone_accuracy(config: JobConfig, subnets: list[tuple[str, Arch]]) -> dict[str, list[float]]:
-    """The three subnets' stand-alone test accuracies, every seed the ground-truth cache holds."""
+def standalone_accuracy(config: JobConfig, subnets: list[tuple[str, Arch]], steps: int) -> dict[str, list[float]]:
+    """The subnets' stand-alone test accuracies at a ``steps`` recipe, every seed the ground-truth cache holds."""
     space, known = job_space(config), StandaloneCache(RESULTS / "ground_truth").lookup()
     found: dict[str, list[float]] = {}
     for role, arch in subnets:
         for seed in range(10):
-            result = known.get(standalone_key(standalone_recipe(config, GROUND_TRUTH_STEPS, seed), space, arch))
+            result = known.get(standalone_key(standalone_recipe(config, steps, seed), space, arch))
             if result is not None:
                 found.setdefault(role, []).append(result.accuracy["test"])
     return found
@@ -124,7 +124,9 @@ def spread(values: list[float]) -> str:
     return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def report(runs: list[dict[str, Any]], alone: dict[str, list[float]], steps: int) -> str:
+def report(
+    runs: list[dict[str, Any]], alone: dict[str, list[float]], alone_curve: dict[int, dict[str, list[float]]], steps: int
+) -> str:
     labels = list(dict.fromkeys(r["training"] for r in runs))
     seeds = len({r["seed"] for r in runs})
     images = runs[0]["test_images"]
@@ -155,6 +157,12 @@ def report(runs: list[dict[str, Any]], alone: dict[str, list[float]], steps: int
         for i, point in enumerate(group[0]["curve"]):
             cells = [spread([r["curve"][i]["test_accuracy"][role] for r in group]) for role in ROLES]
             lines.append(f"| {label} | {point['step']} | {point['subnet_passes']} | " + " | ".join(cells) + " |")
+    for step, found in sorted(alone_curve.items()):
+        cells = [spread(found[role]) if role in found else "–" for role in ROLES]
+        lines.append(f"| trained alone | {step} | {step} | " + " | ".join(cells) + " |")
+    if alone_curve:
+        lines += ["", "*Trained alone* rows: each subnet trained from scratch with the same recipe at that many steps",
+                  "(benchmarks/ground_truth.py --roles smallest,median,largest --steps N); one pass a step."]
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +202,9 @@ def main() -> None:
             print(f"done: {training.label} seed {seed}, {run['train_wall_s']:.0f} s", flush=True)
     order = [t.label for t in trainings(config, args.steps)]
     runs.sort(key=lambda r: (order.index(r["training"]), r["seed"]))
-    markdown = report(runs, standalone_accuracy(config, subnets), args.steps)
+    curve_steps = stage_ends(args.steps, args.stages)
+    alone_curve = {n: found for n in curve_steps if (found := standalone_accuracy(config, subnets, n))}
+    markdown = report(runs, standalone_accuracy(config, subnets, GROUND_TRUTH_STEPS), alone_curve, args.steps)
     write_results(args.name, {"steps": args.steps, "seeds": args.seeds, "runs": runs}, markdown)
 
 
