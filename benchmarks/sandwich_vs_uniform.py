@@ -166,6 +166,33 @@ def report(
     return "\n".join(lines) + "\n"
 
 
+def build(
+    config: JobConfig, subnets: list[tuple[str, Arch]], steps: int, seeds: int, stages: int, cache: Path, workers: int
+) -> list[dict[str, Any]]:
+    """Every (training, seed): read from ``cache``, or trained ``workers`` at a time and written there as it ends."""
+    cache.mkdir(parents=True, exist_ok=True)
+    todo, runs = [], []
+    for seed in range(seeds):
+        for training in trainings(config, steps):
+            path = cache / f"{run_key(config, training, seed, stages)}.json"
+            if path.is_file():
+                runs.append(json.loads(path.read_text()))
+            else:
+                todo.append((path, training, seed))
+    context = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no forked torch threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(train_and_evaluate, config, t, seed, stages, subnets): (path, t, seed)
+                   for path, t, seed in todo}
+        for future in as_completed(futures):  # written as each finishes: a stopped benchmark keeps them
+            path, training, seed = futures[future]
+            run = future.result()
+            path.write_text(json.dumps(run, indent=1) + "\n")
+            runs.append(run)
+            print(f"done: {training.label} seed {seed}, {run['train_wall_s']:.0f} s", flush=True)
+    order = [t.label for t in trainings(config, steps)]
+    return sorted(runs, key=lambda r: (order.index(r["training"]), r["seed"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REFERENCE)
@@ -181,27 +208,7 @@ def main() -> None:
     check_data(config.data)  # fetch once here, not in every worker
     chosen = dict(fixed_subnets(job_space(config), GROUND_TRUTH_SUBNETS, seed=0))
     subnets = [(role, chosen[role]) for role in ROLES]
-    args.cache.mkdir(parents=True, exist_ok=True)
-    todo, runs = [], []
-    for seed in range(args.seeds):
-        for training in trainings(config, args.steps):
-            path = args.cache / f"{run_key(config, training, seed, args.stages)}.json"
-            if path.is_file():
-                runs.append(json.loads(path.read_text()))
-            else:
-                todo.append((path, training, seed))
-    context = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no forked torch threads
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
-        futures = {pool.submit(train_and_evaluate, config, t, seed, args.stages, subnets): (path, t, seed)
-                   for path, t, seed in todo}
-        for future in as_completed(futures):  # written as each finishes: a stopped benchmark keeps them
-            path, training, seed = futures[future]
-            run = future.result()
-            path.write_text(json.dumps(run, indent=1) + "\n")
-            runs.append(run)
-            print(f"done: {training.label} seed {seed}, {run['train_wall_s']:.0f} s", flush=True)
-    order = [t.label for t in trainings(config, args.steps)]
-    runs.sort(key=lambda r: (order.index(r["training"]), r["seed"]))
+    runs = build(config, subnets, args.steps, args.seeds, args.stages, args.cache, args.workers)
     curve_steps = stage_ends(args.steps, args.stages)
     alone_curve = {n: found for n in curve_steps if (found := standalone_accuracy(config, subnets, n))}
     markdown = report(runs, standalone_accuracy(config, subnets, GROUND_TRUTH_STEPS), alone_curve, args.steps)
