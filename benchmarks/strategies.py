@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--ground-truth", type=Path, default=None, help="a benchmarks/ground_truth.py cache")
     parser.add_argument("--ground-truth-steps", type=int, default=2400)
     parser.add_argument("--ground-truth-seeds", type=int, default=2)
+    parser.add_argument("--budget", choices=("steps", "passes"), default="steps",
+                        help="the same optimizer steps each, or --steps subnet passes each (same compute)")
     args = parser.parse_args()
 
     base = load_config(args.config) if args.config else demo_config()
@@ -56,6 +58,8 @@ def main() -> None:
     )
     if args.config:
         command += f" --config {args.config}"
+    if args.budget != "steps":
+        command += f" --budget {args.budget}"
     truth = None
     if args.ground_truth:
         truth = GroundTruth(StandaloneCache(args.ground_truth), args.ground_truth_steps, args.ground_truth_seeds)
@@ -67,7 +71,7 @@ def main() -> None:
         command += " --reuse-runs"
     comparison = run_strategy_bench(
         base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
-        DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth,
+        DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth, args.budget,
     )
     payload = {
         "steps": steps,
@@ -81,7 +85,8 @@ def main() -> None:
             for r in comparison.standalone
         ],
     }
-    header = f"# Training strategies, {base.data.dataset}, {steps} optimizer steps each, seed {args.seed}\n\n"
+    unit = "optimizer steps" if args.budget == "steps" else "subnet passes"
+    header = f"# Training strategies, {base.data.dataset}, {steps} {unit} each, seed {args.seed}\n\n"
     write_results("strategies", payload, header + comparison_markdown(comparison))
 
 

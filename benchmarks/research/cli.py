@@ -21,7 +21,7 @@ bench_app = typer.Typer(
 
 def _command(
     config: Optional[Path], strategies: Optional[str], steps: int, seed: int, subnets: int, nested: int,
-    out: Path, reuse_runs: bool,
+    out: Path, reuse_runs: bool, budget: str = "steps",
 ) -> str:
     """The invocation that reproduces a run, for the page it writes."""
     parts = ["nasfleet bench strategies"]
@@ -29,6 +29,7 @@ def _command(
     parts += [f"--strategies {strategies}"] if strategies else []
     parts += [f"--steps {steps} --seed {seed} --subnets {subnets} --nested {nested} --out {out}"]
     parts += ["--reuse-runs"] if reuse_runs else []
+    parts += [f"--budget {budget}"] if budget != "steps" else []
     return " ".join(parts)
 
 
@@ -38,7 +39,8 @@ def strategies_command(
         ..., help="Folder for the page: strategies.md and img/strategies.png (and the data unless --results)."
     ),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma-separated; default: all registered."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps for every strategy; default: the config's."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (or subnet passes, --budget passes) for every strategy; default: the config's."),
+    budget: str = typer.Option("steps", help="steps: the same optimizer steps each; passes: the same subnet passes (same compute)."),
     seed: int = typer.Option(0, help="Seed of the training runs, the stand-alone runs and the fixed subnet set."),
     subnets: Optional[int] = typer.Option(
         None, help="Size of the fixed (stand-alone) subnet set, at least 8; default: 12."
@@ -66,7 +68,8 @@ def strategies_command(
     chosen_subnets = subnets if subnets is not None else DEFAULT_SUBNETS
     comparison = run_strategy_bench(
         base, names, chosen_steps, seed, chosen_subnets, nested, out, cache, results or out, workdir,
-        _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs), reuse_runs,
+        _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs, budget), reuse_runs,
+        budget=budget,
     )
     typer.echo(comparison_markdown(comparison))
     typer.echo(f"page: {out / DOC_FILE}   data: {comparison.files['summary']}, {comparison.files['evaluations']}")

@@ -62,6 +62,11 @@ POOL_SIZE = 4096
 RUN_LENGTH_PARAMS: dict[str, float] = {"total_steps": 1.0, "warmup_steps": 0.5}
 """Strategy parameters that are a share of the run's steps (few-shot's one-shot warm-up: half)."""
 
+BUDGETS = ("steps", "passes")
+"""Equal optimizer steps for every strategy, or equal subnet passes (forward/backward of one subnet)."""
+PASSES_PROBE_STEPS = 64
+"""Steps of a strategy's subnet schedule drawn (not trained) to measure its passes per step."""
+
 PLOT_FILE = "strategies.png"
 RUN_RECORD_FILE = "comparison_run.json"
 """Written into a run folder after the comparison trained it: the measured training wall time."""
@@ -104,6 +109,8 @@ class SubnetEvaluation:
 class StrategySummary:
     strategy: str
     params: dict[str, Any]
+    steps: int
+    """Optimizer steps it trained: the comparison's steps, or its share of the passes budget."""
     subnets_per_step: float
     """Mean forward/backward passes per optimizer step, measured from the run's metrics log."""
     train_wall_s: float
@@ -157,6 +164,8 @@ class StrategyComparison:
     standalone_runs: list[list[StandaloneResult]]
     """Each fixed subnet's stand-alone runs, one per seed: what the τ intervals resample."""
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    budget: str = "steps"
+    """``steps``: every strategy trains ``steps`` optimizer steps; ``passes``: ``steps`` subnet passes."""
     threads: int = 1
     """torch threads of every training run (the job's ``launch.threads``)."""
     summaries: list[StrategySummary] = field(default_factory=list)
@@ -259,6 +268,22 @@ def strategy_params(name: str, base: JobConfig, steps: int, overrides: dict[str,
     return params
 
 
+def passes_per_step(name: str, params: dict[str, Any], space: SearchSpace, seed: int = 0) -> float:
+    """Mean subnet passes a step of the strategy's schedule asks for, drawn without training."""
+    strategy = build_strategy(name, params, space)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([len(strategy.subnets_for_step(step, rng)) for step in range(PASSES_PROBE_STEPS)]))
+
+
+def strategy_steps(
+    name: str, base: JobConfig, budget: str, steps: int, overrides: dict[str, dict[str, Any]], space: SearchSpace
+) -> int:
+    """Optimizer steps for ``name``: ``steps``, or ``steps`` subnet passes over its passes per step."""
+    if budget == "steps":
+        return steps
+    return max(1, round(steps / passes_per_step(name, strategy_params(name, base, steps, overrides), space)))
+
+
 def _subnets_per_step(run_dir: Path) -> float:
     """Mean subnets per optimizer step of one rank, recovered from the run's logged throughput windows.
 
@@ -334,6 +359,7 @@ def _summarise(
     return StrategySummary(
         strategy=name,
         params=params,
+        steps=run.trained.step,
         subnets_per_step=_subnets_per_step(run.run_dir),
         train_wall_s=run.train_wall_s,
         eval_wall_s=sum(e.eval_wall_s for e in fixed + nested),
@@ -419,8 +445,11 @@ def supernet_run(job: JobConfig, reuse: bool) -> SupernetRun:
 
 
 def _validate(
-    strategies: Sequence[str], steps: int, num_subnets: int, nested_submodels: int, bootstrap_resamples: int
+    strategies: Sequence[str], steps: int, num_subnets: int, nested_submodels: int, bootstrap_resamples: int,
+    budget: str,
 ) -> None:
+    if budget not in BUDGETS:
+        raise NasfleetError(f"unknown budget {budget!r} (known: {', '.join(BUDGETS)})")
     if not strategies:
         raise NasfleetError("no strategies to compare")
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -454,6 +483,7 @@ def compare_strategies(
     reuse_runs: bool = False,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     ground_truth: GroundTruth | None = None,
+    budget: str = "steps",
 ) -> StrategyComparison:
     """Train each strategy for ``steps`` on ``base_config``'s task, evaluate, and write the results.
 
@@ -464,17 +494,20 @@ def compare_strategies(
     summary's ``reused_run`` says which). Stand-alone results are read from ``standalone_cache``
     when there, or, given ``ground_truth``, are its runs over several seeds (never trained here). The
     τ intervals use ``bootstrap_resamples`` resamples of the test images and of the ground truth's
-    seeds, seeded by ``seed`` and shared by all strategies. Every input is checked before anything
-    trains.
+    seeds, seeded by ``seed`` and shared by all strategies. With ``budget="passes"``, ``steps`` is a
+    budget of subnet passes: each strategy trains it over its own passes per step (sandwich's four
+    passes a step get a quarter of uniform's steps), the same-compute view. Every input is checked
+    before anything trains.
     """
     # Imported here, not at the top: the report module imports this one for the data classes.
     from nasfleet.research.report import write_comparison
 
-    _validate(strategies, steps, num_subnets, nested_submodels, bootstrap_resamples)
+    _validate(strategies, steps, num_subnets, nested_submodels, bootstrap_resamples, budget)
     overrides = strategy_overrides or {}
     data = load_data(base_config.data)
     space = job_space(base_config)
-    params = {name: strategy_params(name, base_config, steps, overrides) for name in strategies}
+    own_steps = {name: strategy_steps(name, base_config, budget, steps, overrides, space) for name in strategies}
+    params = {name: strategy_params(name, base_config, own_steps[name], overrides) for name in strategies}
     for name in strategies:  # a bad parameter or an unsupported space fails here, not mid-way
         build_strategy(name, params[name], space)
     subnets = fixed_subnets(space, num_subnets, seed)
@@ -488,7 +521,7 @@ def compare_strategies(
                 **base_config.model_dump(),
                 "seed": seed,
                 "strategy": strategy,
-                "optim": {**base_config.optim.model_dump(), "steps": steps},
+                "optim": {**base_config.optim.model_dump(), "steps": own_steps[name] if name else steps},
                 # One process each, whatever the base job's launcher: the wall times compare only so.
                 "launch": {**base_config.launch.model_dump(), "kind": "local"},
                 **update,
@@ -504,7 +537,7 @@ def compare_strategies(
     standalone = [StandaloneResult.mean_of(runs) for runs in standalone_runs]
     comparison = StrategyComparison(
         steps, seed, base_config.data.batch_size, len(data.test), subnets, standalone, standalone_runs,
-        bootstrap_resamples, threads=base_config.launch.threads,
+        bootstrap_resamples, budget, threads=base_config.launch.threads,
     )
     indices = bootstrap_indices(len(data.test), bootstrap_resamples, seed)
     for name in strategies:

@@ -41,7 +41,7 @@ def write_comparison(comparison: StrategyComparison, out_dir: Path, plot_path: P
     write_parquet_atomically(
         pa.Table.from_pylist([e.row() for e in comparison.evaluations]), fs, f"{folder}/{EVALUATIONS_FILE}"
     )
-    summary_rows = [{**s.row(), "steps": comparison.steps, "seed": comparison.seed,
+    summary_rows = [{**s.row(), "budget": comparison.budget, "seed": comparison.seed,
                      "batch_size": comparison.batch_size, "threads": comparison.threads} for s in comparison.summaries]
     write_parquet_atomically(pa.Table.from_pylist(summary_rows), fs, f"{folder}/{SUMMARY_FILE}")
     files["table"] = out_dir / TABLE_FILE
@@ -88,14 +88,14 @@ def comparison_markdown(comparison: StrategyComparison) -> str:
     """The summary table (one row per strategy), then the fixed set's per-subnet test accuracy and NLL."""
     level = f"{100 * CONFIDENCE:.0f}%"
     lines = [
-        f"| strategy | subnets/step | smallest | median | largest | τ accuracy [{level}] | ρ accuracy "
+        f"| strategy | steps | subnets/step | smallest | median | largest | τ accuracy [{level}] | ρ accuracy "
         f"| τ NLL [{level}] | ρ NLL | τ (val est.) | nested ≥ {100 * NESTED_KEEP:.0f}% | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in comparison.summaries:
         nested = "n/a" if s.nested_count == 0 else f"{_pct(s.nested_keep_fraction)} of {s.nested_count}"
         lines.append(
-            f"| `{s.strategy}` | {s.subnets_per_step:.2f} | {_pct(s.smallest_test)} | {_pct(s.median_test)} | "
+            f"| `{s.strategy}` | {s.steps} | {s.subnets_per_step:.2f} | {_pct(s.smallest_test)} | {_pct(s.median_test)} | "
             f"{_pct(s.largest_test)} | {_tau(s.kendall_tau, s.tau_interval)} | {_num(s.spearman_rho)} | "
             f"{_tau(s.kendall_tau_nll, s.tau_nll_interval)} | {_num(s.spearman_rho_nll)} | "
             f"{_num(s.kendall_tau_val)} | {nested} | {s.train_wall_s:.1f}{'†' if s.reused_run else ''} |"
@@ -150,7 +150,8 @@ def plot_comparison(comparison: StrategyComparison, path: Path) -> None:
     for ax in (acc, nll, taus, flops):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{comparison.steps} optimizer steps, batch {comparison.batch_size}, seed {comparison.seed}")
+    budget = "optimizer steps" if comparison.budget == "steps" else "subnet passes"
+    fig.suptitle(f"{comparison.steps} {budget}, batch {comparison.batch_size}, seed {comparison.seed}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -406,12 +407,25 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
     reused = [f"`{s.strategy}`" for s in comparison.summaries if s.reused_run]
     params = "; ".join(f"`{s.strategy}` {json.dumps(s.params, sort_keys=True)}" for s in comparison.summaries)
     level = f"{100 * CONFIDENCE:.0f}%"
+    if comparison.budget == "steps":
+        budget = (
+            f"**Same budget.** Each strategy trains the supernet for {comparison.steps} optimizer steps on the same "
+            f"seeded batches of {comparison.batch_size} images (the same samples seen), with the job's "
+            "learning-rate schedule. A step may run several subnets (gradients accumulate): *subnets/step* is "
+            "measured from the run's log, so the compute per step differs and the wall time shows it. Strategies "
+            "with a schedule over the run (`total_steps`) get the same number of steps. "
+        )
+    else:
+        budget = (
+            f"**Same compute.** Each strategy trains the supernet for {comparison.steps} subnet passes (one "
+            "subnet's forward and backward on a batch): its optimizer steps (*steps*) are that budget over the "
+            "passes its schedule asks per step, so a strategy that runs four subnets a step gets a quarter of the "
+            f"steps of one that runs one, on the same seeded batches of {comparison.batch_size} images, with the "
+            "job's learning-rate schedule over its own steps. Passes differ in cost (the largest subnet's is the "
+            "dearest), which the wall time shows. "
+        )
     protocol = [
-        f"**Same budget.** Each strategy trains the supernet for {comparison.steps} optimizer steps on the same "
-        f"seeded batches of {comparison.batch_size} images (the same samples seen), with the job's learning-rate "
-        "schedule. A step may run several subnets (gradients accumulate): *subnets/step* is measured from the "
-        "run's log, so the compute per step differs and the wall time shows it. Strategies with a schedule over "
-        f"the run (`total_steps`) get the same number of steps. Wall times: one process, "
+        budget + "Wall times: one process, "
         f"{comparison.threads} torch thread(s); compare them within this table only."
         + (f" Supernet runs reused from an earlier identical job (config, steps and seed checked): "
            f"{', '.join(reused)}; their training times are the ones measured then." if reused else ""),

@@ -45,18 +45,20 @@ def run_strategy_bench(
     command: str,
     reuse_runs: bool = False,
     ground_truth: GroundTruth | None = None,
+    budget: str = "steps",
 ) -> StrategyComparison:
     """Compare the strategies, keep the data in ``results_dir`` and write ``page_dir``/strategies.md.
 
     The plot goes to ``page_dir``/img/strategies.png, where the page links it. ``command`` is the
     invocation the page names as its source. ``reuse_runs`` re-evaluates finished supernet runs
     of the same job found in ``work_dir`` instead of retraining them. ``ground_truth`` replaces
-    the stand-alone runs at the supernets' steps by runs made apart, over seeds.
+    the stand-alone runs at the supernets' steps by runs made apart, over seeds; ``budget="passes"``
+    makes ``steps`` a budget of subnet passes (the same-compute view).
     """
     comparison = compare_strategies(
         config, strategies, steps, seed, results_dir, StandaloneCache(cache_dir),
         num_subnets=subnets, nested_submodels=nested, work_dir=work_dir, plot_path=page_dir / PLOT_RELPATH,
-        reuse_runs=reuse_runs, ground_truth=ground_truth,
+        reuse_runs=reuse_runs, ground_truth=ground_truth, budget=budget,
     )
     page_dir.mkdir(parents=True, exist_ok=True)
     (page_dir / DOC_FILE).write_text(render_doc(comparison, PLOT_RELPATH, command))

@@ -41,7 +41,7 @@ from nasfleet.research.comparison import (
     score_subnet,
     strategy_params,
 )
-from nasfleet.research.report import findings, fixed_scores, render_doc
+from nasfleet.research.report import comparison_markdown, findings, fixed_scores, render_doc
 from nasfleet.orchestrator.train import SUPERNET_FILE, completed_checkpoints, job_space
 from nasfleet.strategies import STRATEGIES, build_strategy, strategy_class
 
@@ -468,3 +468,20 @@ def test_a_ground_truth_over_seeds_is_read_from_its_cache_and_never_trained(tmp_
     page = render_doc(comparison, "img/strategies.png", "python benchmarks/strategies.py")
     assert "4 optimizer steps of the job's recipe" in page and "2 seeds each" in page
     assert "resample the seeds as well as the test images" in page
+
+
+def test_a_passes_budget_gives_each_strategy_its_share_of_steps(tmp_path: Path) -> None:
+    """The same-compute view: sandwich with one random subnet runs 3 passes a step, uniform 1."""
+    config = tiny_config(tmp_path / "unused")
+    with pytest.raises(NasfleetError, match="unknown budget 'flops'"):
+        compare_strategies(config, ["uniform"], 12, 1, tmp_path / "out", None, num_subnets=8, budget="flops")
+    comparison = compare_strategies(
+        config, ["uniform", "sandwich"], 12, 1, tmp_path / "out", StandaloneCache(tmp_path / "cache"),
+        num_subnets=8, nested_submodels=0, work_dir=tmp_path / "runs", budget="passes",
+    )
+    assert {s.strategy: s.steps for s in comparison.summaries} == {"uniform": 12, "sandwich": 4}
+    assert {s.strategy: round(s.subnets_per_step) for s in comparison.summaries} == {"uniform": 1, "sandwich": 3}
+    assert all(r.steps == 12 for r in comparison.standalone)  # one pass a step: the same budget alone
+    page = render_doc(comparison, "img/strategies.png", "python benchmarks/strategies.py --budget passes")
+    assert "**Same compute.** Each strategy trains the supernet for 12 subnet passes" in page
+    assert "| `sandwich` | 4 |" in comparison_markdown(comparison)
