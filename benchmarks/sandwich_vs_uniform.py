@@ -148,7 +148,8 @@ def report(
     if alone:
         cells = [spread(alone[role]) if role in alone else "–" for role in ROLES]
         counts = sorted({len(v) for v in alone.values()})
-        lines.append(f"| trained alone ({GROUND_TRUTH_STEPS} steps, {'/'.join(map(str, counts))} seeds) | | | "
+        seeds = "/".join(map(str, counts))
+        lines.append(f"| trained alone ({GROUND_TRUTH_STEPS} steps, {seeds} seed{'' if counts == [1] else 's'}) | | | "
                      + " | ".join(cells) + " | |")
     lines += ["", "## Learning curve", "", "| training | step | subnet passes | smallest | median | largest |",
               "|---|---:|---:|---:|---:|---:|"]
