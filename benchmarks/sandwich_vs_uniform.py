@@ -40,7 +40,7 @@ from nasfleet.orchestrator.data import check_data
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import job_space
-from nasfleet.research.comparison import fixed_subnets
+from nasfleet.research.comparison import fixed_subnets, passes_per_step
 from nasfleet.research.standalone import StandaloneCache, standalone_key, standalone_recipe
 from nasfleet.supernet import Arch
 
@@ -58,9 +58,12 @@ class Training:
 
 
 def trainings(config: JobConfig, steps: int) -> list[Training]:
-    """Sandwich at ``steps``, and uniform at the same steps and at the same subnet passes."""
-    params = dict(config.strategy.params)
-    passes = 2 + int(params.get("num_random", 2))
+    """Sandwich at ``steps``, and uniform at the same steps and at the same subnet passes.
+
+    Sandwich keeps the job's parameters when the job is a sandwich one (the reference is), else its defaults.
+    """
+    params = dict(config.strategy.params) if config.strategy.name == "sandwich" else {}
+    passes = round(passes_per_step("sandwich", params, job_space(config)))
     return [
         Training("sandwich", "sandwich", params, steps, passes),
         Training("uniform, same steps", "uniform", {}, steps, 1),
