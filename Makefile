@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # Two workers, a test file each at a time: most of a test's time is spent starting Ray,
-# DeepSpeed and MPI processes, so two files overlap well on 2 cores (11-13.5 minutes here for
-# the suite, against 17 in one process before its slowest tests were trimmed).
+# DeepSpeed and MPI processes, so two files overlap well on 2 cores (10.5-11.7 minutes here on
+# a quiet machine; three workers gained 3%, too little for the extra contention).
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
