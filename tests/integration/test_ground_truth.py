@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,21 +10,13 @@ from nasfleet.orchestrator.train import job_space
 from nasfleet.research.comparison import fixed_subnets
 from nasfleet.research.standalone import StandaloneCache
 
-from conftest import tiny_config
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from conftest import benchmark_module, tiny_config
 
 
 @pytest.fixture(scope="module")
 def ground_truth():
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmark imports its `_common` helper as a script does
-    spec = importlib.util.spec_from_file_location("ground_truth", BENCHMARKS / "ground_truth.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ground_truth"] = module  # its worker processes import it by this name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["ground_truth"]
-    sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("ground_truth") as module:
+        yield module
 
 
 def test_runs_are_cached_per_subnet_and_seed_and_a_second_run_trains_nothing(ground_truth, tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,21 +9,13 @@ import pytest
 from nasfleet.orchestrator.train import job_space
 from nasfleet.research.comparison import fixed_subnets
 
-from conftest import tiny_config
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from conftest import benchmark_module, tiny_config
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmark imports its helpers as a script does
-    spec = importlib.util.spec_from_file_location("sandwich_vs_uniform", BENCHMARKS / "sandwich_vs_uniform.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sandwich_vs_uniform"] = module  # its worker processes import it by this name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["sandwich_vs_uniform"]
-    sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("sandwich_vs_uniform") as module:
+        yield module
 
 
 def test_same_steps_and_same_passes_are_trained_once_with_a_curve_each(bench, tmp_path: Path) -> None:
