@@ -11,7 +11,12 @@ On the reference task, the ground truth is benchmarks/ground_truth.py's (24 subn
 its own 2,400-step recipe; build it first), read from its cache and never trained here:
 
     python benchmarks/strategies.py --config orchestrator/configs/fashion-mnist-mbconv.yaml \
-        --subnets 24 --ground-truth benchmarks/results/ground_truth --steps 1000
+        --subnets 24 --ground-truth benchmarks/results/ground_truth --steps 1000 --workers 2 --reuse-runs
+
+``--prepare`` trains and scores every strategy's supernet into --workdir and stops, without the
+ground truth: the hours of supernet work can be done while the ground truth is still being built,
+and the run above with --reuse-runs then only reads them back. Runs are named by their steps, so
+the same-compute view (``--budget passes --steps 4000``) reuses the same-steps runs it shares.
 
     OMP_NUM_THREADS=1 python benchmarks/strategies.py [--steps 1200] [--strategies uniform,sandwich] [--reuse-runs]
 """
@@ -24,13 +29,25 @@ from pathlib import Path
 
 from _common import RESULTS, write_results
 from nasfleet.orchestrator.cli.common import demo_config
-from nasfleet.orchestrator.config import load_config
-from nasfleet.research.comparison import DEFAULT_SUBNETS, GroundTruth
+from nasfleet.orchestrator.config import JobConfig, load_config
+from nasfleet.research.comparison import DEFAULT_SUBNETS, GroundTruth, plan_comparison
 from nasfleet.research.report import comparison_markdown
 from nasfleet.research.standalone import StandaloneCache
 from nasfleet.research.strategy_bench import parse_strategies, run_strategy_bench
+from nasfleet.research.strategy_runs import run_strategies
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def prepare(base: JobConfig, args: argparse.Namespace, steps: int) -> None:
+    plan = plan_comparison(
+        base, parse_strategies(args.strategies), steps, args.seed, num_subnets=args.subnets,
+        nested_submodels=args.nested, work_dir=args.workdir, budget=args.budget,
+    )
+    for done in run_strategies(plan.tasks(reuse=True), args.workers):
+        state = "reused" if done.run.reused else f"trained in {done.run.train_wall_s:.0f} s"
+        print(f"{done.strategy}: {done.run.step} steps, {state}; {len(done.fixed)} + {len(done.nested)} "
+              f"subnets scored, {done.run.run_dir}")
 
 
 def main() -> None:
@@ -48,6 +65,9 @@ def main() -> None:
     parser.add_argument("--ground-truth-seeds", type=int, default=2)
     parser.add_argument("--budget", choices=("steps", "passes"), default="steps",
                         help="the same optimizer steps each, or --steps subnet passes each (same compute)")
+    parser.add_argument("--workers", type=int, default=1, help="strategies trained at once, one process each")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only train and score the supernets (kept in --workdir); no ground truth, no page")
     args = parser.parse_args()
 
     base = load_config(args.config) if args.config else demo_config()
@@ -69,9 +89,13 @@ def main() -> None:
         command += f" --strategies {args.strategies}"
     if args.reuse_runs:
         command += " --reuse-runs"
+    if args.prepare:
+        prepare(base, args, steps)
+        return
     comparison = run_strategy_bench(
         base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
         DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth, args.budget,
+        args.workers,
     )
     payload = {
         "steps": steps,

@@ -54,6 +54,7 @@ def strategies_command(
         False, "--reuse-runs",
         help="Re-evaluate a strategy's finished run in --workdir when its stored config matches; else retrain.",
     ),
+    workers: int = typer.Option(1, min=1, help="Strategies trained at once, one process (and core) each."),
 ) -> None:
     """Train every strategy on one budget; rank correlation with stand-alone training, accuracy, time."""
     from nasfleet.orchestrator.cli.common import demo_config
@@ -69,7 +70,7 @@ def strategies_command(
     comparison = run_strategy_bench(
         base, names, chosen_steps, seed, chosen_subnets, nested, out, cache, results or out, workdir,
         _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs, budget), reuse_runs,
-        budget=budget,
+        budget=budget, workers=workers,
     )
     typer.echo(comparison_markdown(comparison))
     typer.echo(f"page: {out / DOC_FILE}   data: {comparison.files['summary']}, {comparison.files['evaluations']}")

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +28,18 @@ import numpy as np
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate import TrainedSupernet, load_trained
-from nasfleet.orchestrator.launch import train_job
-from nasfleet.orchestrator.train import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    has_checkpoint,
-    job_space,
-    read_records,
-)
+from nasfleet.orchestrator.train import job_space
 from nasfleet.research.ranking_stats import Interval, bootstrap_indices, rank_correlations, ranking_statistics
 from nasfleet.research.standalone import (
-    ImageScores,
     StandaloneCache,
     StandaloneResult,
-    score_images,
     standalone_key,
     standalone_recipe,
     standalone_results,
 )
+from nasfleet.research.strategy_runs import RunRecord, StrategyJob, SubnetEvaluation, run_folder, run_strategies
 from nasfleet.strategies import STRATEGIES, SortedStrategy, build_strategy, strategy_class
-from nasfleet.supernet import Arch, MBConvSpace, SearchSpace, arch_to_json, calibrated_batchnorm
+from nasfleet.supernet import Arch, MBConvSpace, SearchSpace
 
 MIN_SUBNETS = 8
 DEFAULT_SUBNETS = 12
@@ -68,41 +57,6 @@ PASSES_PROBE_STEPS = 64
 """Steps of a strategy's subnet schedule drawn (not trained) to measure its passes per step."""
 
 PLOT_FILE = "strategies.png"
-RUN_RECORD_FILE = "comparison_run.json"
-"""Written into a run folder after the comparison trained it: the measured training wall time."""
-
-
-@dataclass(frozen=True)
-class SubnetEvaluation:
-    """One subnet of one strategy's supernet; stand-alone results and per-image scores only for the fixed set."""
-
-    strategy: str
-    subset: str  # "fixed" or "nested"
-    role: str
-    arch: Arch
-    mflops: float
-    params: int
-    val_accuracy: float
-    test_accuracy: float
-    val_nll: float
-    test_nll: float
-    standalone_val_accuracy: float | None
-    standalone_test_accuracy: float | None
-    standalone_test_nll: float | None
-    eval_wall_s: float
-    test_scores: ImageScores | None = field(default=None, repr=False, compare=False)
-    """Per-image test correctness and NLL (fixed set only), for the bootstrap."""
-
-    def row(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "test_scores"}
-        scores = self.test_scores
-        return {
-            **values,
-            "arch": arch_to_json(self.arch),
-            "arch_desc": self.arch.describe(),
-            "test_correct": scores.correct.tolist() if scores is not None else None,
-            "test_nll_per_image": scores.nll.tolist() if scores is not None else None,
-        }
 
 
 @dataclass(frozen=True)
@@ -168,6 +122,8 @@ class StrategyComparison:
     """``steps``: every strategy trains ``steps`` optimizer steps; ``passes``: ``steps`` subnet passes."""
     threads: int = 1
     """torch threads of every training run (the job's ``launch.threads``)."""
+    workers: int = 1
+    """Strategies trained at once, one process each."""
     summaries: list[StrategySummary] = field(default_factory=list)
     evaluations: list[SubnetEvaluation] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
@@ -284,61 +240,10 @@ def strategy_steps(
     return max(1, round(steps / passes_per_step(name, strategy_params(name, base, steps, overrides), space)))
 
 
-def _subnets_per_step(run_dir: Path) -> float:
-    """Mean subnets per optimizer step of one rank, recovered from the run's logged throughput windows.
-
-    A window's ``subnets_per_s`` counts every rank's subnets over the compute and update time.
-    """
-    steps = subnets = 0.0
-    for record in read_records((run_dir / METRICS_FILE).read_text()):
-        timing = record["timing"]
-        elapsed = timing["steps"] * (timing["compute_s_per_step"] + timing["update_s_per_step"])
-        steps += timing["steps"]
-        subnets += timing["subnets_per_s"] * elapsed / record["world_size"]
-    return subnets / steps if steps else math.nan
-
-
-def score_subnet(trained: TrainedSupernet, arch: Arch, splits: Sequence[str]) -> dict[str, ImageScores]:
-    """Per-image scores of one subnet of ``trained`` by split, after recalibrating batch norm for it.
-
-    The same recalibration and forward pass as :func:`nasfleet.orchestrator.evaluate.evaluate_arch`
-    (so the accuracies agree), keeping each image's outcome and cross-entropy as well.
-    """
-    trained.space.validate(arch)
-    with calibrated_batchnorm(trained.model, arch, trained.calibration_batches()):
-        return {split: score_images(lambda x: trained.model(x, arch), trained.data.split(split)) for split in splits}
-
-
-def _evaluate(
-    trained: TrainedSupernet,
-    strategy: str,
-    subset: str,
-    archs: Sequence[tuple[str, Arch]],
-    standalone: Sequence[StandaloneResult] | None,
-) -> list[SubnetEvaluation]:
-    """Val and test accuracy and NLL of each subnet of ``trained``, beside its stand-alone result if given."""
-    truth: Sequence[StandaloneResult | None] = standalone if standalone is not None else [None] * len(archs)
-    rows = []
-    for (role, arch), s in zip(archs, truth):
-        started = time.perf_counter()
-        scores = score_subnet(trained, arch, ("val", "test"))
-        wall_s = time.perf_counter() - started
-        val, test = scores["val"], scores["test"]
-        rows.append(
-            SubnetEvaluation(
-                strategy, subset, role, arch, trained.space.flops(arch) / 1e6, trained.space.params(arch),
-                val.accuracy, test.accuracy, val.mean_nll, test.mean_nll,
-                s.accuracy["val"] if s else None, s.accuracy["test"] if s else None, s.nll["test"] if s else None,
-                wall_s, test if s else None,
-            )
-        )
-    return rows
-
-
 def _summarise(
     name: str,
     params: dict[str, Any],
-    run: SupernetRun,
+    run: RunRecord,
     fixed: list[SubnetEvaluation],
     nested: list[SubnetEvaluation],
     standalone: Sequence[StandaloneResult],
@@ -359,8 +264,8 @@ def _summarise(
     return StrategySummary(
         strategy=name,
         params=params,
-        steps=run.trained.step,
-        subnets_per_step=_subnets_per_step(run.run_dir),
+        steps=run.step,
+        subnets_per_step=run.subnets_per_step,
         train_wall_s=run.train_wall_s,
         eval_wall_s=sum(e.eval_wall_s for e in fixed + nested),
         smallest_test=by_role["smallest"],
@@ -379,69 +284,8 @@ def _summarise(
         nested_count=len(nested),
         nested_keep_fraction=keep,
         reused_run=run.reused,
-        run_checkpoint=run.trained.checkpoint_id,
+        run_checkpoint=run.checkpoint_id,
     )
-
-
-@dataclass(frozen=True)
-class SupernetRun:
-    """A strategy's trained supernet, how long training took, and whether this call trained it."""
-
-    run_dir: Path
-    trained: TrainedSupernet
-    train_wall_s: float
-    reused: bool
-
-
-def _same_job(stored: JobConfig, job: JobConfig) -> bool:
-    """Whether a stored run was trained by ``job``: every setting equal except where the folder is."""
-    def settings(config: JobConfig) -> dict[str, Any]:
-        return config.model_dump(mode="json", exclude={"run_dir"})
-
-    return settings(stored) == settings(job)
-
-
-def _recorded_train_wall_s(run_dir: Path, trained: TrainedSupernet) -> float:
-    """The training wall time recorded when the run was made.
-
-    Runs trained before the record existed fall back to the span from the run's config file
-    (written as training starts) to the supernet file of ``trained``'s checkpoint, the last one
-    (written as training ends).
-    """
-    record = run_dir / RUN_RECORD_FILE
-    if record.is_file():
-        return float(json.loads(record.read_text())["train_wall_s"])
-    return Path(trained.source).stat().st_mtime - (run_dir / CONFIG_FILE).stat().st_mtime
-
-
-def finished_run(job: JobConfig) -> SupernetRun | None:
-    """The finished run of ``job`` in ``job.run_dir`` (a local folder), or None when there is none, it
-    stopped early, it was trained with other settings, or it cannot be read."""
-    run_dir = Path(job.run_dir)
-    if not has_checkpoint(job.run_dir) or not all((run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE)):
-        return None
-    try:
-        trained = load_trained(run_dir)
-    except NasfleetError:
-        return None
-    if trained.step != job.optim.steps or not _same_job(trained.config, job):
-        return None
-    return SupernetRun(run_dir, trained, _recorded_train_wall_s(run_dir, trained), reused=True)
-
-
-def supernet_run(job: JobConfig, reuse: bool) -> SupernetRun:
-    """``job``'s supernet: its finished run when ``reuse`` and valid, else trained anew in a cleared folder."""
-    if reuse:
-        found = finished_run(job)
-        if found is not None:
-            return found
-    run_dir = Path(job.run_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    started = time.perf_counter()
-    train_job(job)
-    train_wall_s = time.perf_counter() - started
-    (run_dir / RUN_RECORD_FILE).write_text(json.dumps({"train_wall_s": train_wall_s}) + "\n")
-    return SupernetRun(run_dir, load_trained(run_dir), train_wall_s, reused=False)
 
 
 def _validate(
@@ -467,50 +311,47 @@ def _validate(
         raise NasfleetError(f"bootstrap resamples must be ≥ 1, got {bootstrap_resamples}")
 
 
-def compare_strategies(
+@dataclass(frozen=True)
+class ComparisonPlan:
+    """What a comparison trains and scores, all fixed (and checked) before anything trains."""
+
+    recipe: JobConfig
+    """The base job at the comparison's steps and seed: the stand-alone recipe."""
+    subnets: list[tuple[str, Arch]]
+    nested: list[tuple[str, Arch]]
+    params: dict[str, dict[str, Any]]
+    jobs: dict[str, JobConfig]
+    """Each strategy's training job, in the order given."""
+
+    def tasks(self, reuse: bool) -> list[StrategyJob]:
+        return [StrategyJob(job, self.subnets, self.nested, reuse) for job in self.jobs.values()]
+
+
+def plan_comparison(
     base_config: JobConfig,
     strategies: Sequence[str],
     steps: int,
     seed: int,
-    out_dir: Path,
-    standalone_cache: StandaloneCache | None,
     *,
     num_subnets: int = DEFAULT_SUBNETS,
     nested_submodels: int = 100,
     work_dir: Path = Path("runs/strategies"),
-    plot_path: Path | None = None,
     strategy_overrides: dict[str, dict[str, Any]] | None = None,
-    reuse_runs: bool = False,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
-    ground_truth: GroundTruth | None = None,
     budget: str = "steps",
-) -> StrategyComparison:
-    """Train each strategy for ``steps`` on ``base_config``'s task, evaluate, and write the results.
+) -> ComparisonPlan:
+    """Every strategy's job and the subnets to score, or a NasfleetError for any bad input.
 
-    Writes ``out_dir``/{strategies_evaluations,strategies_summary}.parquet and strategies_table.md,
-    and the plot to ``plot_path`` (default ``out_dir``/strategies.png). Supernet runs go to
-    ``work_dir``/<strategy>: retrained each call, or with ``reuse_runs`` re-evaluated when the folder
-    holds a finished run of the same job (same config, steps and seed; else retrained — each
-    summary's ``reused_run`` says which). Stand-alone results are read from ``standalone_cache``
-    when there, or, given ``ground_truth``, are its runs over several seeds (never trained here). The
-    τ intervals use ``bootstrap_resamples`` resamples of the test images and of the ground truth's
-    seeds, seeded by ``seed`` and shared by all strategies. With ``budget="passes"``, ``steps`` is a
-    budget of subnet passes: each strategy trains it over its own passes per step (sandwich's four
-    passes a step get a quarter of uniform's steps), the same-compute view. Every input is checked
-    before anything trains.
+    Each strategy's run folder is :func:`run_folder` of ``work_dir``, so runs of equal steps are
+    shared by the same-steps and same-compute views.
     """
-    # Imported here, not at the top: the report module imports this one for the data classes.
-    from nasfleet.research.report import write_comparison
-
     _validate(strategies, steps, num_subnets, nested_submodels, bootstrap_resamples, budget)
     overrides = strategy_overrides or {}
-    data = load_data(base_config.data)
     space = job_space(base_config)
     own_steps = {name: strategy_steps(name, base_config, budget, steps, overrides, space) for name in strategies}
     params = {name: strategy_params(name, base_config, own_steps[name], overrides) for name in strategies}
     for name in strategies:  # a bad parameter or an unsupported space fails here, not mid-way
         build_strategy(name, params[name], space)
-    subnets = fixed_subnets(space, num_subnets, seed)
     sorted_params = strategy_params(SortedStrategy.name, base_config, steps, overrides)
     nested = [(f"nested-{i}", a) for i, a in enumerate(nested_family(space, sorted_params, nested_submodels))]
 
@@ -529,24 +370,72 @@ def compare_strategies(
             "strategy comparison config",
         )
 
-    archs = [a for _, a in subnets]
+    jobs = {name: job(name, run_dir=str(run_folder(work_dir, name, own_steps[name]))) for name in strategies}
+    return ComparisonPlan(job(None), fixed_subnets(space, num_subnets, seed), nested, params, jobs)
+
+
+def compare_strategies(
+    base_config: JobConfig,
+    strategies: Sequence[str],
+    steps: int,
+    seed: int,
+    out_dir: Path,
+    standalone_cache: StandaloneCache | None,
+    *,
+    num_subnets: int = DEFAULT_SUBNETS,
+    nested_submodels: int = 100,
+    work_dir: Path = Path("runs/strategies"),
+    plot_path: Path | None = None,
+    strategy_overrides: dict[str, dict[str, Any]] | None = None,
+    reuse_runs: bool = False,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    ground_truth: GroundTruth | None = None,
+    budget: str = "steps",
+    workers: int = 1,
+) -> StrategyComparison:
+    """Train each strategy for ``steps`` on ``base_config``'s task, evaluate, and write the results.
+
+    Writes ``out_dir``/{strategies_evaluations,strategies_summary}.parquet and strategies_table.md,
+    and the plot to ``plot_path`` (default ``out_dir``/strategies.png). Supernet runs go to
+    ``work_dir`` (:func:`run_folder`): retrained each call, or with ``reuse_runs`` re-evaluated when
+    the folder holds a finished run of the same job (same config, steps and seed; else retrained —
+    each summary's ``reused_run`` says which), its subnets' scores read back when that checkpoint
+    already scored them. Stand-alone results are read from ``standalone_cache`` when there, or,
+    given ``ground_truth``, are its runs over several seeds (never trained here). The τ intervals
+    use ``bootstrap_resamples`` resamples of the test images and of the ground truth's seeds,
+    seeded by ``seed`` and shared by all strategies. With ``budget="passes"``, ``steps`` is a budget
+    of subnet passes: each strategy trains it over its own passes per step (sandwich's four passes
+    a step get a quarter of uniform's steps), the same-compute view. ``workers`` strategies train
+    at once, one process each. Every input is checked before anything trains.
+    """
+    # Imported here, not at the top: the report module imports this one for the data classes.
+    from nasfleet.research.report import write_comparison
+
+    plan = plan_comparison(
+        base_config, strategies, steps, seed, num_subnets=num_subnets, nested_submodels=nested_submodels,
+        work_dir=work_dir, strategy_overrides=strategy_overrides, bootstrap_resamples=bootstrap_resamples,
+        budget=budget,
+    )
+    if workers < 1:
+        raise NasfleetError(f"workers must be at least 1, got {workers}")
+    test_size = len(load_data(base_config.data).test)
+    archs = [a for _, a in plan.subnets]
     if ground_truth is not None:
-        standalone_runs = ground_truth_runs(job(None), archs, ground_truth)
+        standalone_runs = ground_truth_runs(plan.recipe, archs, ground_truth)
     else:
-        standalone_runs = [[r] for r in standalone_results(job(None), archs, standalone_cache)]
+        standalone_runs = [[r] for r in standalone_results(plan.recipe, archs, standalone_cache)]
     standalone = [StandaloneResult.mean_of(runs) for runs in standalone_runs]
     comparison = StrategyComparison(
-        steps, seed, base_config.data.batch_size, len(data.test), subnets, standalone, standalone_runs,
-        bootstrap_resamples, budget, threads=base_config.launch.threads,
+        steps, seed, base_config.data.batch_size, test_size, plan.subnets, standalone, standalone_runs,
+        bootstrap_resamples, budget, threads=base_config.launch.threads, workers=workers,
     )
-    indices = bootstrap_indices(len(data.test), bootstrap_resamples, seed)
-    for name in strategies:
-        run = supernet_run(job(name, run_dir=str(work_dir / name)), reuse_runs)
-        fixed_rows = _evaluate(run.trained, name, "fixed", subnets, standalone)
-        nested_rows = _evaluate(run.trained, name, "nested", nested, None)
-        comparison.evaluations += fixed_rows + nested_rows
+    indices = bootstrap_indices(test_size, bootstrap_resamples, seed)
+    for done in run_strategies(plan.tasks(reuse_runs), workers):
+        fixed_rows = [row.beside(truth) for row, truth in zip(done.fixed, standalone)]
+        comparison.evaluations += fixed_rows + done.nested
         comparison.summaries.append(
-            _summarise(name, params[name], run, fixed_rows, nested_rows, standalone, standalone_runs, indices, seed)
+            _summarise(done.strategy, plan.params[done.strategy], done.run, fixed_rows, done.nested, standalone,
+                       standalone_runs, indices, seed)
         )
     comparison.files = write_comparison(comparison, out_dir, plot_path or out_dir / PLOT_FILE)
     return comparison

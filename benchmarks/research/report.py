@@ -376,6 +376,20 @@ def _interval_reading(comparison: StrategyComparison) -> list[str]:
     return lines
 
 
+def _uncertainty_scope(comparison: StrategyComparison) -> str:
+    """What the τ intervals cover, which depends on how many seeds the ground truth has."""
+    if min(len(runs) for runs in comparison.standalone_runs) > 1:
+        return (
+            "On each resample every stand-alone subnet's seeds are resampled too, so the interval covers the "
+            "ground truth's seed-to-seed noise as well; each supernet is trained once (one seed), and its own "
+            "seed variance is not in the interval."
+        )
+    return (
+        "It covers only the choice of test images: a second training seed of the supernet or of the "
+        "stand-alone nets would add variance, so a real interval is wider."
+    )
+
+
 def _ground_truth_paragraph(comparison: StrategyComparison, trained_now: int) -> str:
     n = len(comparison.subnets)
     seeds = min(len(runs) for runs in comparison.standalone_runs)
@@ -424,8 +438,9 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
             "job's learning-rate schedule over its own steps. Passes differ in cost (the largest subnet's is the "
             "dearest), which the wall time shows. "
         )
+    at_once = f", {comparison.workers} strategies at a time" if comparison.workers > 1 else ""
     protocol = [
-        budget + "Wall times: one process, "
+        budget + f"Wall times: each strategy in one process of its own{at_once}, "
         f"{comparison.threads} torch thread(s); compare them within this table only."
         + (f" Supernet runs reused from an earlier identical job (config, steps and seed checked): "
            f"{', '.join(reused)}; their training times are the ones measured then." if reused else ""),
@@ -445,8 +460,7 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
         f"**Uncertainty.** Each τ comes with a {level} bootstrap interval: the {comparison.test_size} test images "
         f"resampled with replacement {comparison.bootstrap_resamples:,} times (seed {comparison.seed}, the same "
         "resamples for every strategy), both sides' per-subnet accuracy and NLL recomputed on each resample, τ "
-        "each time, percentile interval. It covers only the choice of test images: a second training seed of "
-        "the supernet or of the stand-alone nets would add variance, so a real interval is wider.",
+        "each time, percentile interval. " + _uncertainty_scope(comparison),
         "**Nested sub-models.** SortedNet's family of nested sub-models (as `sorted` trains them), evaluated on "
         f"every strategy's supernet: the share whose test accuracy is ≥ {100 * NESTED_KEEP:.0f}% of the family's "
         "largest. The share is relative to that supernet's own largest member, so read it beside *largest*: a weak "
@@ -461,7 +475,7 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
         [
             "# Training strategies compared",
             "",
-            f"Produced by `{command}` (single process); every number below comes from that one run "
+            f"Produced by `{command}`; every number below comes from that one run "
             f"(seed {comparison.seed}). Rerun it to refresh this page, e.g. after a strategy is added: it takes "
             "every strategy registered at the time unless `--strategies` narrows it.",
             "",

@@ -33,14 +33,13 @@ from nasfleet.research.comparison import (
     DEFAULT_SUBNETS,
     MIN_SUBNETS,
     NESTED_KEEP,
-    RUN_RECORD_FILE,
     GroundTruth,
     StrategyComparison,
     compare_strategies,
     fixed_subnets,
-    score_subnet,
     strategy_params,
 )
+from nasfleet.research.strategy_runs import RUN_RECORD_FILE, SCORES_PREFIX, run_folder, score_subnet
 from nasfleet.research.report import comparison_markdown, findings, fixed_scores, render_doc
 from nasfleet.orchestrator.train import SUPERNET_FILE, completed_checkpoints, job_space
 from nasfleet.strategies import STRATEGIES, build_strategy, strategy_class
@@ -50,19 +49,20 @@ STEPS = 6
 NESTED = 10
 
 
-def run_comparison(root: Path, strategies: list[str], cache: StandaloneCache) -> StrategyComparison:
+def run_comparison(root: Path, strategies: list[str], cache: StandaloneCache, workers: int = 1) -> StrategyComparison:
     return compare_strategies(
         tiny_config(root / "unused"), strategies, STEPS, 1, root / "out", cache,
-        num_subnets=8, nested_submodels=NESTED, work_dir=root / "runs",
+        num_subnets=8, nested_submodels=NESTED, work_dir=root / "runs", workers=workers,
     )
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[StrategyComparison, StrategyComparison, Path]:
-    """The same comparison twice against one stand-alone cache (the second narrowed to uniform)."""
+    """The same comparison twice against one stand-alone cache (the second narrowed to uniform, in this
+    process; the first trains its two strategies in two worker processes at once)."""
     root = tmp_path_factory.mktemp("compare")
     cache = StandaloneCache(root / "cache")
-    first = run_comparison(root / "a", ["uniform", "sandwich"], cache)
+    first = run_comparison(root / "a", ["uniform", "sandwich"], cache, workers=2)
     second = run_comparison(root / "b", ["uniform"], cache)
     return first, second, root / "cache"
 
@@ -225,7 +225,7 @@ def test_supernet_scores_agree_with_the_evaluation_code(tmp_path: Path) -> None:
         tiny_config(tmp_path / "unused"), ["uniform"], STEPS, 1, tmp_path / "out", None,
         num_subnets=8, nested_submodels=0, work_dir=runs,
     )
-    trained = load_trained(runs / "uniform")
+    trained = load_trained(run_folder(runs, "uniform", STEPS))
     arch = trained.space.largest()
     scores = score_subnet(trained, arch, ("val", "test"))
     reference = evaluate_arch(trained, arch, ("val", "test"))
@@ -289,6 +289,20 @@ def test_summary_statistics_follow_from_the_evaluations(
         assert s.nested_keep_fraction == pytest.approx(kept)
 
 
+def test_worker_processes_train_and_score_what_one_process_does(
+    two_runs: tuple[StrategyComparison, StrategyComparison, Path],
+) -> None:
+    first, second, _ = two_runs
+    uniform = [e for e in first.evaluations if e.strategy == "uniform"]
+    alone = [e for e in second.evaluations if e.strategy == "uniform"]
+    def outcomes(rows: list) -> list[tuple[str, float, float]]:
+        return [(e.role, e.test_accuracy, e.test_nll) for e in rows]
+
+    assert outcomes(uniform) == outcomes(alone)
+    nested = [e for e in uniform if e.subset == "nested"]
+    assert nested and all(math.isnan(e.val_accuracy) and e.test_scores is None for e in nested)  # test split only
+
+
 def test_standalone_results_are_trained_once_across_comparisons(
     two_runs: tuple[StrategyComparison, StrategyComparison, Path],
 ) -> None:
@@ -339,7 +353,7 @@ def test_reuse_runs_re_evaluates_a_finished_run_of_the_same_job(tmp_path: Path) 
         )
 
     first = compare(STEPS, "a")  # nothing to reuse yet: trained
-    run = tmp_path / "runs" / "uniform"
+    run = run_folder(tmp_path / "runs", "uniform", STEPS)
     checkpoints = completed_checkpoints(str(run))
     supernet = Path(checkpoints[-1]) / SUPERNET_FILE
     written = supernet.stat().st_mtime_ns
@@ -350,6 +364,10 @@ def test_reuse_runs_re_evaluates_a_finished_run_of_the_same_job(tmp_path: Path) 
     assert completed_checkpoints(str(run)) == checkpoints and supernet.stat().st_mtime_ns == written  # untouched
     assert again.summaries[0].train_wall_s == first.summaries[0].train_wall_s  # the time recorded at training
     assert again.summaries[0].kendall_tau_nll == first.summaries[0].kendall_tau_nll
+    # The reused run's subnets are not scored again: their scores, timings included, are read back.
+    assert [e.eval_wall_s for e in again.evaluations] == [e.eval_wall_s for e in first.evaluations]
+    assert all(np.array_equal(a.test_scores.nll, b.test_scores.nll) for a, b in zip(again.evaluations, first.evaluations))
+    assert len(list(run.glob(f"{SCORES_PREFIX}fixed_*.parquet"))) == 1
     assert "†" in again.files["table"].read_text()
     # Without the record, the time spans the run's config file to the last checkpoint's weights:
     # both written inside the measured call, so never longer (give or take the file clock's tick).
