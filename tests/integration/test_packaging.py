@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
+import sysconfig
+import venv
 import zipfile
 from pathlib import Path
 
@@ -37,3 +40,28 @@ def test_wheel_contains_every_subpackage_under_nasfleet(tmp_path: Path) -> None:
         assert f"{package}/__init__.py" in names
     assert "nasfleet/orchestrator/configs/demo.yaml" in names
     assert not any(name.startswith("comm/") for name in names)
+    check_checkout_does_not_shadow(wheel, tmp_path / "venv")
+
+
+def check_checkout_does_not_shadow(wheel: Path, env_dir: Path) -> None:
+    """An installed (non-editable) wheel imports as itself with the checkout as working directory.
+
+    That is where ``ray job submit --working-dir .`` runs a job on every node. The fresh venv
+    borrows this venv's dependencies through a .pth line, which adds their folder to the path
+    without running its .pth files, so this venv's editable finder does not come along.
+    """
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    purelib = sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
+    (Path(purelib) / "borrowed-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", purelib, str(wheel)],
+        check=True, capture_output=True,
+    )
+    code = "import nasfleet, nasfleet.orchestrator.cli; print(nasfleet.__file__)"
+    out = subprocess.run([str(python), "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).is_relative_to(env_dir), out.stdout
+    help_text = subprocess.run([str(python), "-m", "nasfleet.orchestrator.cli", "--help"], cwd=REPO,
+                               capture_output=True, text=True)
+    assert help_text.returncode == 0 and "train" in help_text.stdout, help_text.stderr
