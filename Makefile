@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU wheel; an unpinned torch would resolve a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test test-fast demo bench clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_VARIANT ?= cpu
+IMAGE ?= nasfleet:$(VERSION)-$(IMAGE_VARIANT)
+
+.PHONY: install test test-fast demo bench wheel image clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,5 +36,15 @@ demo: install
 bench: install
 	$(PY) benchmarks/run_all.py
 
+# The wheel a cluster image installs.
+wheel: install
+	rm -rf dist
+	$(PY) -m pip wheel --no-deps --no-build-isolation --quiet --wheel-dir dist .
+
+# IMAGE_VARIANT=cpu|gpu: Ray's matching 2.60 image with torch, DeepSpeed's ops and the wheel.
+image: wheel
+	docker build -f cluster_configs/docker/Dockerfile --build-arg VARIANT=$(IMAGE_VARIANT) \
+		--build-arg NASFLEET_VERSION=$(VERSION) -t $(IMAGE) .
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs
+	rm -rf $(VENV) build dist *.egg-info runs

