@@ -2,8 +2,10 @@
 
 Every schedule turns the flows of one step into *transfers*, the units a transport
 moves at a single rate: one per flow for ``spray`` (its bytes spread evenly over all
-shortest paths, as ideal per-packet spraying does), one per subflow for ``ecmp``,
-``ecmp-K`` and ``split`` (each subflow on one path). A transfer is a row of a sparse
+shortest paths, as ideal per-packet spraying does) and ``spray-weighted`` (spread in
+proportion to each path's bottleneck capacity, as weighted ECMP / UCMP does), one per
+subflow for ``ecmp``, ``ecmp-K``, ``split`` and ``split-weighted`` (each subflow on one
+path). A transfer is a row of a sparse
 (transfers × links) matrix whose entries are the fraction of its bytes crossing each
 link; both simulators work from that matrix alone.
 
@@ -107,6 +109,19 @@ class RoutingContext:
         """Flows between two ranks on one host: they never touch the network."""
         return self.src_host == self.dst_host
 
+    def path_capacity_weights(self) -> np.ndarray:
+        """Weight of every path in ``paths``: the capacity of its slowest fabric link.
+
+        This is what weighted ECMP / UCMP (WCMP) gives a next hop, so a path through a
+        link degraded to a quarter of its rate gets a quarter of the traffic. Host links
+        are shared by all paths of a flow and do not count; a path with no fabric link
+        (both ends under one ToR) is its pair's only path and gets weight 1.
+        """
+        links = self.paths.links
+        capacity = self.topology.link_bytes_per_s[np.maximum(links, 0)]
+        bottleneck = np.where(links >= 0, capacity, np.inf).min(axis=1, initial=np.inf)
+        return np.where(np.isfinite(bottleneck), bottleneck, 1.0)
+
     def host_links(self, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Host up- and down-link of each flow, and their combined latency."""
         topo = self.topology
@@ -199,6 +214,10 @@ class SprayRouting:
 
     name: str = "spray"
 
+    def path_weights(self, ctx: RoutingContext) -> np.ndarray:
+        """Relative share of a flow's bytes on each path of ``ctx.paths`` (equal here)."""
+        return np.ones(len(ctx.paths.links))
+
     def route(self, ctx: RoutingContext, seed: int) -> Transfers:
         flows = np.arange(ctx.num_flows)
         counts = np.where(ctx.on_host, 0, ctx.paths_per_flow)
@@ -206,7 +225,8 @@ class SprayRouting:
         path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + k
         fabric = ctx.paths.links[path_row]
         valid = fabric >= 0
-        share = 1.0 / counts[flow]
+        weight = self.path_weights(ctx)[path_row]
+        share = weight / np.bincount(flow, weights=weight, minlength=ctx.num_flows)[flow]
         up, down, host_latency = ctx.host_links(flows)
         off = ~ctx.on_host
         rows = np.concatenate([flows[off], flows[off], np.broadcast_to(flow[:, None], fabric.shape)[valid]])
@@ -217,6 +237,19 @@ class SprayRouting:
         np.maximum.at(longest, flow, ctx.path_latency_s[path_row])
         latency = np.where(off, host_latency + longest, 0.0)
         return Transfers(flows, ctx.size_bytes.copy(), latency, incidence, ctx.num_flows, np.ones(ctx.num_flows))
+
+
+@ROUTINGS.register("spray-weighted")
+@dataclass(frozen=True)
+class WeightedSprayRouting(SprayRouting):
+    """Weighted spraying (WCMP/UCMP): each flow's bytes spread over its paths in proportion
+    to each path's bottleneck capacity, so a degraded link gets a proportionally smaller
+    part; on a fabric whose paths are all equally fast it is ``spray``."""
+
+    name: str = "spray-weighted"
+
+    def path_weights(self, ctx: RoutingContext) -> np.ndarray:
+        return ctx.path_capacity_weights()
 
 
 @ROUTINGS.register("split")
@@ -249,6 +282,93 @@ class SplitRouting:
         path = (index_in_group[flow_sorted] * ways[flow_sorted] + j) % s[flow_sorted]
         path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + path
         return ctx.single_path_transfers(flow, path_row, ctx.size_bytes[flow] / ways[flow_sorted])
+
+
+@ROUTINGS.register("split-weighted")
+@dataclass(frozen=True)
+class WeightedSplitRouting:
+    """Application-layer splitting in proportion to path capacity, onto single paths.
+
+    The flows of one (source ToR, destination ToR) pair are laid end to end in flow
+    order, and so are the pair's paths, each as long as its share of the pair's bytes
+    (its bottleneck capacity over the pair's total, see
+    :meth:`RoutingContext.path_capacity_weights`). Cutting wherever a flow or a path
+    ends gives single-path subflows that put exactly ``spray-weighted``'s bytes on every
+    link, with at most r + s − 1 subflows for r flows over s paths (fewer where ends
+    coincide: r equal flows over r equal paths keep one whole path each). Subflows of one
+    flow may differ in size.
+    """
+
+    name: str = "split-weighted"
+
+    # Path ends this close (relative to the pair's bytes) to a flow end are moved onto it,
+    # so rounding never cuts a sliver off a flow that should have kept one whole path.
+    snap_rel: ClassVar[float] = 1e-9
+
+    def route(self, ctx: RoutingContext, seed: int) -> Transfers:
+        order = np.argsort(ctx.pair, kind="stable")
+        pair, size = ctx.pair[order], ctx.size_bytes[order]
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        group_pair = pair[starts]
+        flow_group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
+        flow_end = _cumsum_within(size, flow_group, starts)
+        total = flow_end[np.r_[starts[1:], len(order)] - 1]
+
+        path_group, k = _expand(ctx.paths.paths_per_pair[group_pair])
+        path_row = ctx.paths.pair_ptr[group_pair[path_group]] + k
+        weight = ctx.path_capacity_weights()[path_row]
+        path_starts = np.flatnonzero(np.r_[True, path_group[1:] != path_group[:-1]])
+        cum_weight = _cumsum_within(weight, path_group, path_starts)
+        last = np.r_[path_starts[1:], len(path_group)] - 1
+        path_end = total[path_group] * cum_weight / cum_weight[last][path_group]
+        path_end[last] = total  # exactly, so every pair's last cut is its last flow's end
+
+        # Every end as (group, position, flow ends, path ends), sorted; equal positions merge.
+        group = np.concatenate([flow_group, path_group])
+        position = np.concatenate([flow_end, path_end])
+        is_flow = np.r_[np.ones(len(flow_end), dtype=np.int64), np.zeros(len(path_end), dtype=np.int64)]
+        sort = np.lexsort((1 - is_flow, position, group))
+        group, position, is_flow = group[sort], position[sort], is_flow[sort]
+        position = _snap_to_flow_ends(group, position, is_flow.astype(bool), self.snap_rel * total[group])
+        sort = np.lexsort((1 - is_flow, position, group))
+        group, position, is_flow = group[sort], position[sort], is_flow[sort]
+        new = np.r_[True, (group[1:] != group[:-1]) | (position[1:] != position[:-1])]
+        cut = np.cumsum(new) - 1
+        flow_ends_at = np.bincount(cut, weights=is_flow).astype(np.int64)
+        path_ends_at = np.bincount(cut, weights=1 - is_flow).astype(np.int64)
+        group, position = group[new], position[new]
+        # The piece that ends at a cut belongs to the first flow and the first path not yet ended.
+        piece_flow = np.cumsum(flow_ends_at) - flow_ends_at
+        piece_path = np.cumsum(path_ends_at) - path_ends_at
+        first = np.r_[True, group[1:] != group[:-1]]
+        piece_bytes = position - np.where(first, 0.0, np.r_[0.0, position[:-1]])
+        keep = piece_bytes > 0
+        flow = order[piece_flow[keep]]
+        return ctx.single_path_transfers(flow, path_row[piece_path[keep]], piece_bytes[keep])
+
+
+def _cumsum_within(values: np.ndarray, group: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Running sum of ``values`` restarting at each group (rows of one group are contiguous)."""
+    total = np.cumsum(values)
+    return total - (total[starts] - values[starts])[group]
+
+
+def _snap_to_flow_ends(group: np.ndarray, position: np.ndarray, is_flow: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+    """Positions of path ends moved onto the nearest flow end of their group within ``tolerance``.
+
+    Input is sorted by (group, position); flow ends never move.
+    """
+    index = np.arange(len(position))
+    flow_index = np.where(is_flow, index, -1)
+    before = np.maximum.accumulate(flow_index)
+    after = np.minimum.accumulate(np.where(is_flow, index, len(position))[::-1])[::-1]
+    snapped = position.copy()
+    for neighbour in (before, after):
+        ok = (neighbour >= 0) & (neighbour < len(position))
+        near = np.clip(neighbour, 0, len(position) - 1)
+        close = ~is_flow & ok & (group[near] == group) & (np.abs(position[near] - position) <= tolerance)
+        snapped[close] = position[near][close]
+    return snapped
 
 
 _SUFFIXED = re.compile(r"^(?P<base>.+)-(?P<k>\d+)$")
