@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from _common import RESULTS, write_results
-from nasfleet.orchestrator.data import ImageSet
 from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.research.standalone import StandaloneCache
@@ -46,20 +45,6 @@ REFERENCE_SEED = 12345
 SUBSET_SEED = 0
 MARKS = (10, 20, 30)
 """Evaluations at which the table shows each searcher's hypervolume."""
-
-
-def with_val_subset(trained: TrainedSupernet, images: int | None) -> TrainedSupernet:
-    """``trained`` scoring on a seeded subset of ``images`` validation images (all when None or more).
-
-    A full Fashion-MNIST validation split costs ~9 s a subnet on one core; 2,000 images cost a
-    fifth and rank subnets 1-2 points apart just as well, which is what a search needs.
-    """
-    val = trained.data.val
-    if images is None or images >= len(val):
-        return trained
-    picked = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(val), images, replace=False))
-    subset = ImageSet(val.images[picked], val.labels[picked])
-    return replace(trained, data=replace(trained.data, val=subset))
 
 
 class CachedEvaluation:
@@ -143,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     whole = load_trained(args.run)
-    trained = with_val_subset(whole, args.val_images)
+    trained = whole.with_val_subset(args.val_images, SUBSET_SEED)
     subset = len(trained.data.val) < len(whole.data.val)
     origin = f"{trained.checkpoint_id}#val{len(trained.data.val)}" if subset else trained.checkpoint_id
     space = trained.space

@@ -11,7 +11,8 @@ On the reference task, the ground truth is benchmarks/ground_truth.py's (24 subn
 its own 2,400-step recipe; build it first), read from its cache and never trained here:
 
     python benchmarks/strategies.py --config orchestrator/configs/fashion-mnist-mbconv.yaml \
-        --subnets 24 --ground-truth benchmarks/results/ground_truth --steps 1000 --workers 2 --reuse-runs
+        --subnets 24 --nested 24 --val-images 2000 --ground-truth benchmarks/results/ground_truth \
+        --steps 1000 --workers 2 --reuse-runs
 
 ``--prepare`` trains and scores every strategy's supernet into --workdir and stops, without the
 ground truth: the hours of supernet work can be done while the ground truth is still being built,
@@ -44,7 +45,7 @@ def prepare(base: JobConfig, args: argparse.Namespace, steps: int) -> None:
         base, parse_strategies(args.strategies), steps, args.seed, num_subnets=args.subnets,
         nested_submodels=args.nested, work_dir=args.workdir, budget=args.budget,
     )
-    for done in run_strategies(plan.tasks(reuse=True), args.workers):
+    for done in run_strategies(plan.tasks(reuse=True, val_images=args.val_images), args.workers):
         state = "reused" if done.run.reused else f"trained in {done.run.train_wall_s:.0f} s"
         print(f"{done.strategy}: {done.run.step} steps, {state}; {len(done.fixed)} + {len(done.nested)} "
               f"subnets scored, {done.run.run_dir}")
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--budget", choices=("steps", "passes"), default="steps",
                         help="the same optimizer steps each, or --steps subnet passes each (same compute)")
     parser.add_argument("--workers", type=int, default=1, help="strategies trained at once, one process each")
+    parser.add_argument("--val-images", type=int, default=None,
+                        help="score the validation estimates on a seeded subset of this many images")
     parser.add_argument("--prepare", action="store_true",
                         help="only train and score the supernets (kept in --workdir); no ground truth, no page")
     args = parser.parse_args()
@@ -89,13 +92,15 @@ def main() -> None:
         command += f" --strategies {args.strategies}"
     if args.reuse_runs:
         command += " --reuse-runs"
+    if args.val_images:
+        command += f" --val-images {args.val_images}"
     if args.prepare:
         prepare(base, args, steps)
         return
     comparison = run_strategy_bench(
         base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
         DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth, args.budget,
-        args.workers,
+        args.workers, args.val_images,
     )
     payload = {
         "steps": steps,

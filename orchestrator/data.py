@@ -37,6 +37,15 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, count: int, seed: int = 0) -> ImageSet:
+        """``count`` images drawn without replacement (seeded), in their order here; all when ``count`` ≥ len."""
+        if count >= len(self):
+            return self
+        if count < 1:
+            raise NasfleetError(f"a subset needs at least 1 image, got {count}")
+        picked = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(self), count, replace=False)))
+        return ImageSet(self.images[picked], self.labels[picked])
+
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -21,7 +21,7 @@ bench_app = typer.Typer(
 
 def _command(
     config: Optional[Path], strategies: Optional[str], steps: int, seed: int, subnets: int, nested: int,
-    out: Path, reuse_runs: bool, budget: str = "steps",
+    out: Path, reuse_runs: bool, budget: str = "steps", val_images: Optional[int] = None,
 ) -> str:
     """The invocation that reproduces a run, for the page it writes."""
     parts = ["nasfleet bench strategies"]
@@ -30,6 +30,7 @@ def _command(
     parts += [f"--steps {steps} --seed {seed} --subnets {subnets} --nested {nested} --out {out}"]
     parts += ["--reuse-runs"] if reuse_runs else []
     parts += [f"--budget {budget}"] if budget != "steps" else []
+    parts += [f"--val-images {val_images}"] if val_images else []
     return " ".join(parts)
 
 
@@ -55,6 +56,9 @@ def strategies_command(
         help="Re-evaluate a strategy's finished run in --workdir when its stored config matches; else retrain.",
     ),
     workers: int = typer.Option(1, min=1, help="Strategies trained at once, one process (and core) each."),
+    val_images: Optional[int] = typer.Option(
+        None, min=1, help="Score the validation estimates on a seeded subset of this many images; default: all."
+    ),
 ) -> None:
     """Train every strategy on one budget; rank correlation with stand-alone training, accuracy, time."""
     from nasfleet.orchestrator.cli.common import demo_config
@@ -69,8 +73,8 @@ def strategies_command(
     chosen_subnets = subnets if subnets is not None else DEFAULT_SUBNETS
     comparison = run_strategy_bench(
         base, names, chosen_steps, seed, chosen_subnets, nested, out, cache, results or out, workdir,
-        _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs, budget), reuse_runs,
-        budget=budget, workers=workers,
+        _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs, budget, val_images),
+        reuse_runs, budget=budget, workers=workers, val_images=val_images,
     )
     typer.echo(comparison_markdown(comparison))
     typer.echo(f"page: {out / DOC_FILE}   data: {comparison.files['summary']}, {comparison.files['evaluations']}")

@@ -124,6 +124,10 @@ class StrategyComparison:
     """torch threads of every training run (the job's ``launch.threads``)."""
     workers: int = 1
     """Strategies trained at once, one process each."""
+    val_size: int = 0
+    """Validation images the *τ (val est.)* estimates were scored on ..."""
+    val_split_size: int = 0
+    """... of the validation split's."""
     summaries: list[StrategySummary] = field(default_factory=list)
     evaluations: list[SubnetEvaluation] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
@@ -323,8 +327,8 @@ class ComparisonPlan:
     jobs: dict[str, JobConfig]
     """Each strategy's training job, in the order given."""
 
-    def tasks(self, reuse: bool) -> list[StrategyJob]:
-        return [StrategyJob(job, self.subnets, self.nested, reuse) for job in self.jobs.values()]
+    def tasks(self, reuse: bool, val_images: int | None = None) -> list[StrategyJob]:
+        return [StrategyJob(job, self.subnets, self.nested, reuse, val_images) for job in self.jobs.values()]
 
 
 def plan_comparison(
@@ -392,6 +396,7 @@ def compare_strategies(
     ground_truth: GroundTruth | None = None,
     budget: str = "steps",
     workers: int = 1,
+    val_images: int | None = None,
 ) -> StrategyComparison:
     """Train each strategy for ``steps`` on ``base_config``'s task, evaluate, and write the results.
 
@@ -406,7 +411,8 @@ def compare_strategies(
     seeded by ``seed`` and shared by all strategies. With ``budget="passes"``, ``steps`` is a budget
     of subnet passes: each strategy trains it over its own passes per step (sandwich's four passes
     a step get a quarter of uniform's steps), the same-compute view. ``workers`` strategies train
-    at once, one process each. Every input is checked before anything trains.
+    at once, one process each. ``val_images`` scores the validation estimates (*τ (val est.)*) on
+    a seeded subset of the validation split. Every input is checked before anything trains.
     """
     # Imported here, not at the top: the report module imports this one for the data classes.
     from nasfleet.research.report import write_comparison
@@ -418,7 +424,10 @@ def compare_strategies(
     )
     if workers < 1:
         raise NasfleetError(f"workers must be at least 1, got {workers}")
-    test_size = len(load_data(base_config.data).test)
+    if val_images is not None and val_images < 1:
+        raise NasfleetError(f"val_images must be at least 1, got {val_images}")
+    data = load_data(base_config.data)
+    test_size = len(data.test)
     archs = [a for _, a in plan.subnets]
     if ground_truth is not None:
         standalone_runs = ground_truth_runs(plan.recipe, archs, ground_truth)
@@ -430,7 +439,9 @@ def compare_strategies(
         bootstrap_resamples, budget, threads=base_config.launch.threads, workers=workers,
     )
     indices = bootstrap_indices(test_size, bootstrap_resamples, seed)
-    for done in run_strategies(plan.tasks(reuse_runs), workers):
+    comparison.val_split_size = len(data.val)
+    comparison.val_size = min(val_images or len(data.val), len(data.val))
+    for done in run_strategies(plan.tasks(reuse_runs, val_images), workers):
         fixed_rows = [row.beside(truth) for row, truth in zip(done.fixed, standalone)]
         comparison.evaluations += fixed_rows + done.nested
         comparison.summaries.append(

@@ -410,8 +410,16 @@ def _ground_truth_paragraph(comparison: StrategyComparison, trained_now: int) ->
         )
     return (
         f"**Ground truth.** {made} Kendall τ and Spearman ρ compare the supernet's estimate with the stand-alone "
-        "result on the fixed set; *τ (val est.)* uses the supernet's validation accuracy as the estimate."
+        "result on the fixed set; *τ (val est.)* uses the supernet's validation accuracy as the estimate"
+        f"{_val_scope(comparison)}."
     )
+
+
+def _val_scope(comparison: StrategyComparison) -> str:
+    if comparison.val_size and comparison.val_size < comparison.val_split_size:
+        return (f", scored on a seeded subset of {comparison.val_size:,} of the {comparison.val_split_size:,} "
+                "validation images (a search's cheaper estimate)")
+    return ""
 
 
 def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) -> str:

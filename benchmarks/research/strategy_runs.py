@@ -122,6 +122,8 @@ class StrategyJob:
     fixed: Sequence[tuple[str, Arch]]
     nested: Sequence[tuple[str, Arch]]
     reuse: bool
+    val_images: int | None = None
+    """Score the validation split on a seeded subset of this many images (all when None)."""
 
 
 def run_folder(work_dir: Path, strategy: str, steps: int) -> Path:
@@ -252,6 +254,7 @@ def _scores_file(run: SupernetRun, subset: str, archs: Sequence[tuple[str, Arch]
         "splits": list(splits),
         "eval": run.trained.config.eval.model_dump(mode="json"),
         "data": run.trained.config.data.model_dump(mode="json"),
+        "val_images": len(run.trained.data.val),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return run.run_dir / f"{SCORES_PREFIX}{subset}_{digest}.parquet"
@@ -276,6 +279,7 @@ def train_and_score(task: StrategyJob) -> StrategyRun:
     """One strategy's share: its supernet (trained, or reused) and its fixed and nested subnets scored."""
     name = task.job.strategy.name
     run = supernet_run(task.job, task.reuse)
+    run = replace(run, trained=run.trained.with_val_subset(task.val_images))
     fixed = scored_subnets(run, name, "fixed", task.fixed, FIXED_SPLITS)
     nested = scored_subnets(run, name, "nested", task.nested, NESTED_SPLITS)
     return StrategyRun(name, run.record(), fixed, nested)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,17 @@ class TrainedSupernet:
     def checkpoint_id(self) -> str:
         """What results record as their origin: the checkpoint file and the step."""
         return f"{self.source or self.config.run_dir}@step{self.step}"
+
+    def with_val_subset(self, images: int | None, seed: int = 0) -> TrainedSupernet:
+        """This supernet scoring subnets on a seeded subset of ``images`` validation images (all when None).
+
+        A Fashion-MNIST subnet costs ~9 s to score on the whole validation split on one core; a
+        search or a ranking estimate can trade that precision (a standard error of ~0.7 points at 2,000
+        images) for time.
+        """
+        if images is None:
+            return self
+        return replace(self, data=replace(self.data, val=self.data.val.subset(images, seed)))
 
     def calibration_batches(self) -> list[torch.Tensor]:
         stream = BatchStream(self.data.train, self.config.data.batch_size, seed=self.config.seed + 1)

@@ -31,19 +31,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     return load_trained(run)
 
 
-def test_the_validation_subset_is_seeded_and_drawn_from_the_split(bench, trained) -> None:
-    subset = bench.with_val_subset(trained, 40)
-    again = bench.with_val_subset(trained, 40)
+def test_the_validation_subset_is_seeded_and_drawn_from_the_split(trained) -> None:
+    subset = trained.with_val_subset(40)
+    again = trained.with_val_subset(40)
     assert len(subset.data.val) == 40 and torch.equal(subset.data.val.images, again.data.val.images)
     rows = trained.data.val.images.flatten(1)
     assert all((rows == image.flatten()).all(dim=1).any() for image in subset.data.val.images)
     assert subset.data.test is trained.data.test and subset.data.train is trained.data.train
-    assert bench.with_val_subset(trained, None) is trained
-    assert bench.with_val_subset(trained, len(trained.data.val) + 1) is trained
+    assert not torch.equal(trained.with_val_subset(40, seed=1).data.val.labels, subset.data.val.labels)
+    assert trained.with_val_subset(None) is trained
+    assert len(trained.with_val_subset(len(trained.data.val) + 1).data.val) == len(trained.data.val)
 
 
 def test_searches_evaluate_each_subnet_once_and_keep_it_for_the_same_origin(bench, trained, tmp_path: Path) -> None:
-    subset = bench.with_val_subset(trained, 60)
+    subset = trained.with_val_subset(60)
     cache = tmp_path / "cache.parquet"
     evaluate = bench.CachedEvaluation(subset, cache, "origin-a")
     problem = SearchProblem(subset.space, ("mflops",), (), cost_function(subset.space, ["mflops"], CostSources()))

@@ -379,6 +379,19 @@ def test_reuse_runs_re_evaluates_a_finished_run_of_the_same_job(tmp_path: Path) 
     assert not compare(STEPS + 1, "d", reuse=False).summaries[0].reused_run
 
 
+def test_validation_estimates_can_be_scored_on_a_seeded_subset(tmp_path: Path) -> None:
+    comparison = compare_strategies(
+        tiny_config(tmp_path / "unused"), ["uniform"], STEPS, 1, tmp_path / "out", StandaloneCache(tmp_path / "cache"),
+        num_subnets=8, nested_submodels=0, work_dir=tmp_path / "runs", val_images=30,
+    )
+    trained = load_trained(run_folder(tmp_path / "runs", "uniform", STEPS)).with_val_subset(30)
+    fixed = [e for e in comparison.evaluations if e.subset == "fixed"]
+    assert [e.val_accuracy for e in fixed] == [evaluate_arch(trained, e.arch, ("val",)).accuracy["val"] for e in fixed]
+    assert all(len(e.test_scores.correct) == comparison.test_size for e in fixed)  # the test split stays whole
+    page = render_doc(comparison, "img/strategies.png", "cmd")
+    assert f"seeded subset of 30 of the {comparison.val_split_size:,} validation images" in page
+
+
 @pytest.mark.parametrize(
     ("strategies", "steps", "subnets", "message"),
     [
