@@ -82,7 +82,9 @@ def simulate(
     algorithm: Optional[str] = typer.Option(None, help="ring, halving-doubling, double-binary-tree, direct (alltoall: pairwise, direct)."),
     ranks: Optional[int] = typer.Option(None, help="Number of ranks (default: every GPU slot)."),
     size: str = typer.Option("1GiB", help="Bytes per rank, e.g. 64MiB, 1GiB, 1e9."),
-    routing: str = typer.Option("split", help="ecmp, spray, split or ecmp-K (e.g. ecmp-4)."),
+    routing: str = typer.Option(
+        "split", help="ecmp, ecmp-K (e.g. ecmp-4), spray, split, or capacity-aware spray-weighted, split-weighted."
+    ),
     fidelity: str = typer.Option("flow", help="analytical (congestion bound) or flow (max-min fair, event driven)."),
     seed: int = typer.Option(0, help="Hash seed for ecmp/ecmp-K (and a random placement)."),
     seeds: int = typer.Option(1, help="For ecmp/ecmp-K: run this many seeds from --seed, report mean and worst."),

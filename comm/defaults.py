@@ -9,5 +9,5 @@ from __future__ import annotations
 DEFAULT_PIPELINE_CHUNK_BYTES = 1 << 20
 """Chunk size of the pipelined (tree and chain) algorithms."""
 
-ALL_ROUTINGS = ("ecmp", "ecmp-2", "ecmp-4", "ecmp-8", "spray", "split")
+ALL_ROUTINGS = ("ecmp", "ecmp-2", "ecmp-4", "ecmp-8", "spray", "split", "spray-weighted", "split-weighted")
 """What ``compare`` runs by default: every built-in routing, ECMP-k at a few k."""
