@@ -57,6 +57,14 @@ def _ranks(ranks: Optional[int], topology: Topology, gpus_per_host: int) -> int:
     return ranks if ranks is not None else topology.num_hosts * gpus_per_host
 
 
+def _check_at_least(least: int, **options: Optional[int]) -> None:
+    """Refuse a count option below ``least`` by its option name, before it turns into
+    something else (``--gpus-per-host 0`` would otherwise surface as zero ranks)."""
+    for name, value in options.items():
+        if value is not None and value < least:
+            raise NasfleetError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+
+
 def _summary_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
     for column in ("algorithm", "size", "routing", "CCT mean", "CCT worst", "congestion", "max util", "subflows"):
@@ -100,6 +108,8 @@ def simulate(
     from nasfleet.comm.topology_config import resolve_topology
 
     started = time.perf_counter()
+    _check_at_least(1, ranks=ranks, gpus_per_host=gpus_per_host, seeds=seeds)
+    _check_at_least(0, seed=seed)
     topo, alpha_s = _apply_calibration(resolve_topology(topology), calibration)
     size_bytes = parse_size_bytes(size)
     coll = build_collective(collective, _ranks(ranks, topo, gpus_per_host), size_bytes, algorithm, parse_size_bytes(pipeline_chunk))
@@ -134,6 +144,7 @@ def compare(
     from nasfleet.comm.topology_config import resolve_topology
 
     _check_output_folder(output, "--output")
+    _check_at_least(1, ranks=ranks, gpus_per_host=gpus_per_host, seeds=seeds)
     topo = resolve_topology(topology)
     grid = Grid(
         collective=collective,

@@ -25,6 +25,8 @@ import numpy as np
 
 from nasfleet.errors import NasfleetError
 from nasfleet.comm.defaults import DEFAULT_PIPELINE_CHUNK_BYTES
+from nasfleet.comm.limits import BYTES_PER_FLOW, MAX_STEPS, check_memory
+from nasfleet.comm.units import format_bytes
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,8 @@ class Step:
         size = np.broadcast_to(np.asarray(size_bytes, dtype=np.float64), src.shape).copy()
         if not (len(src) == len(dst)):
             raise NasfleetError("bad step: src and dst must have the same length")
-        if np.any(size < 0):
-            raise NasfleetError("bad step: flow sizes must not be negative")
+        if not np.all(np.isfinite(size)) or np.any(size < 0):
+            raise NasfleetError("bad step: flow sizes must be finite and not negative")
         keep = (src != dst) & (size > 0)
         return Step(src[keep], dst[keep], size[keep])
 
@@ -312,6 +314,20 @@ def normalize_kind(kind: str) -> str:
         raise NasfleetError(f"unknown collective {kind!r}: choose one of {', '.join(_ALGORITHMS)}")
     return name
 
+_PIPELINED = {"allreduce": ("double-binary-tree",), "broadcast": ("ring",)}
+"""The algorithms whose step count grows with size / pipeline chunk."""
+
+
+def _stored_flows(kind: str, algorithm: str, ranks: int) -> int:
+    """An upper bound on the flows a collective's distinct step patterns hold, from its shape alone.
+
+    All-pairs algorithms store p(p − 1) flows (pairwise all-to-all as p − 1 patterns of p);
+    rings, trees and halving-doubling store at most a few p·lg p.
+    """
+    if algorithm == "pairwise" or (algorithm == "direct" and kind in ("allreduce", "reducescatter", "allgather", "alltoall")):
+        return ranks * (ranks - 1)
+    return 4 * ranks * max(1, (ranks - 1).bit_length())
+
 
 def build_collective(
     kind: str,
@@ -335,12 +351,23 @@ def build_collective(
         raise NasfleetError(f"bad number of ranks {ranks}: must be a positive integer")
     if kind in ("p2p", "incast") and ranks < 2:
         raise NasfleetError(f"{kind} needs at least 2 ranks, got {ranks}")
-    if size_bytes < 0:
-        raise NasfleetError(f"bad size {size_bytes}: must not be negative")
+    if not (size_bytes >= 0 and math.isfinite(size_bytes)):
+        raise NasfleetError(f"bad size {size_bytes}: must be a finite number, not negative")
     if pipeline_chunk_bytes <= 0:
         raise NasfleetError(f"bad pipeline chunk {pipeline_chunk_bytes}: must be positive")
-    steps = _ALGORITHMS[kind][algorithm](int(ranks), float(size_bytes), int(pipeline_chunk_bytes)) if ranks > 1 else []
-    return from_steps(kind, algorithm, int(ranks), size_bytes, steps)
+    ranks = int(ranks)
+    flows = _stored_flows(kind, algorithm, ranks)
+    check_memory(f"{algorithm} {kind} over {ranks:,} ranks ({flows:,} flows)", flows * BYTES_PER_FLOW)
+    steps = _ALGORITHMS[kind][algorithm](ranks, float(size_bytes), int(pipeline_chunk_bytes)) if ranks > 1 else []
+    collective = from_steps(kind, algorithm, ranks, size_bytes, steps)
+    if collective.num_steps > MAX_STEPS:
+        chunk = f" in {format_bytes(pipeline_chunk_bytes)} pipeline chunks" if algorithm in _PIPELINED.get(kind, ()) else ""
+        raise NasfleetError(
+            f"{algorithm} {kind} of {format_bytes(size_bytes)}{chunk} over {ranks:,} ranks plans "
+            f"{collective.num_steps:,} steps ({collective.num_flows:,} flows); at most {MAX_STEPS:,} steps are "
+            f"simulated{': give a larger pipeline chunk' if chunk else ''}"
+        )
+    return collective
 
 
 # --- placement ------------------------------------------------------------------------
@@ -382,5 +409,7 @@ def place_ranks(
     if placement == "strided":
         return np.arange(ranks, dtype=np.int64) % num_hosts
     if placement == "random":
+        if seed < 0:
+            raise NasfleetError(f"bad seed {seed} for a random placement: must not be negative")
         return np.random.default_rng(seed).permutation(slots)[:ranks] // gpus_per_host
     raise NasfleetError(f"unknown placement {placement!r}: choose one of {', '.join(PLACEMENTS)} or give a list")

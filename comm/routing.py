@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from nasfleet.errors import NasfleetError
 from nasfleet.registry import Registry
 from nasfleet.comm.collectives import Step
+from nasfleet.comm.limits import BYTES_PER_ENTRY, BYTES_PER_TRANSFER, check_memory
 from nasfleet.comm.topology import PathSet, Topology
 
 
@@ -122,6 +123,18 @@ class RoutingContext:
         bottleneck = np.where(links >= 0, capacity, np.inf).min(axis=1, initial=np.inf)
         return np.where(np.isfinite(bottleneck), bottleneck, 1.0)
 
+    def check_size(self, routing: str, transfers: int, links_per_transfer: float) -> None:
+        """Refuse, before allocating, a step whose transfers would need more than the memory limit."""
+        check_memory(
+            f"routing {self.num_flows:,} flows with {routing} ({transfers:,} subflows)",
+            transfers * (BYTES_PER_TRANSFER + links_per_transfer * BYTES_PER_ENTRY),
+        )
+
+    @property
+    def path_width(self) -> int:
+        """Most switch links on one candidate path (plus the two host links, a transfer's longest row)."""
+        return self.paths.links.shape[1]
+
     def host_links(self, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Host up- and down-link of each flow, and their combined latency."""
         topo = self.topology
@@ -200,6 +213,7 @@ class HashedRouting:
         return "ecmp" if self.ways == 1 else f"ecmp-{self.ways}"
 
     def route(self, ctx: RoutingContext, seed: int) -> Transfers:
+        ctx.check_size(self.name, ctx.num_flows * self.ways, ctx.path_width + 2)
         flow = np.repeat(np.arange(ctx.num_flows), self.ways)
         sub = np.tile(np.arange(self.ways), ctx.num_flows)
         choice = flow_hash(ctx.src_rank[flow], ctx.dst_rank[flow], sub, seed) % ctx.paths_per_flow[flow].astype(np.uint64)
@@ -221,6 +235,7 @@ class SprayRouting:
     def route(self, ctx: RoutingContext, seed: int) -> Transfers:
         flows = np.arange(ctx.num_flows)
         counts = np.where(ctx.on_host, 0, ctx.paths_per_flow)
+        ctx.check_size(self.name, ctx.num_flows, 2 + int(counts.sum()) * ctx.path_width / max(1, ctx.num_flows))
         flow, k = _expand(counts)
         path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + k
         fabric = ctx.paths.links[path_row]
@@ -277,6 +292,7 @@ class SplitRouting:
         s = ctx.paths_per_flow[order]
         g = np.gcd(group_size[group], s)
         ways = s // g
+        ctx.check_size(self.name, int(ways.sum()), ctx.path_width + 2)
         flow_sorted, j = _expand(ways)
         flow = order[flow_sorted]
         path = (index_in_group[flow_sorted] * ways[flow_sorted] + j) % s[flow_sorted]
@@ -314,7 +330,9 @@ class WeightedSplitRouting:
         flow_end = _cumsum_within(size, flow_group, starts)
         total = flow_end[np.r_[starts[1:], len(order)] - 1]
 
-        path_group, k = _expand(ctx.paths.paths_per_pair[group_pair])
+        paths_per_group = ctx.paths.paths_per_pair[group_pair]
+        ctx.check_size(self.name, len(order) + int(paths_per_group.sum()), ctx.path_width + 2)  # r + s − 1 per pair
+        path_group, k = _expand(paths_per_group)
         path_row = ctx.paths.pair_ptr[group_pair[path_group]] + k
         weight = ctx.path_capacity_weights()[path_row]
         path_starts = np.flatnonzero(np.r_[True, path_group[1:] != path_group[:-1]])

@@ -7,6 +7,7 @@ order instead and gives the same numbers (tested), only slower.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -17,6 +18,7 @@ from nasfleet.errors import NasfleetError
 from nasfleet.comm.analytical import step_load
 from nasfleet.comm.collectives import Collective, place_ranks
 from nasfleet.comm.flowsim import simulate_step
+from nasfleet.comm.limits import check_memory
 from nasfleet.comm.routing import get_routing, is_hashed, route_step
 from nasfleet.comm.topology import Topology
 
@@ -141,13 +143,18 @@ def simulate(
     per-step software overhead such as a calibrated α, added to every step.
     """
     _check_fidelity(fidelity)
-    if alpha_s < 0:
-        raise NasfleetError(f"bad alpha_s {alpha_s}: must not be negative")
+    if not (alpha_s >= 0 and math.isfinite(alpha_s)):
+        raise NasfleetError(f"bad alpha_s {alpha_s}: must be a finite number, not negative")
     schedule_router = get_routing(routing)
     started = time.perf_counter()
     rank_host = place_ranks(collective.ranks, topology.num_hosts, gpus_per_host, placement, seed)
-    capacity = topology.link_bytes_per_s
     coll = collective if dedup else collective.expanded()
+    # every distinct pattern keeps its link loads and its flows' finish times
+    check_memory(
+        f"simulating {len(coll.patterns):,} distinct steps on {topology.num_links:,} links",
+        sum(8 * (topology.num_links + p.num_flows) for p in coll.patterns),
+    )
+    capacity = topology.link_bytes_per_s
 
     results = []
     for step in coll.patterns:

@@ -16,6 +16,7 @@ switch and ``spine`` an aggregation switch, numbered pod by pod).
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 import dataclasses
@@ -25,6 +26,7 @@ from functools import cached_property
 import numpy as np
 
 from nasfleet.errors import NasfleetError
+from nasfleet.comm.limits import BYTES_PER_LINK, BYTES_PER_PATH_LINK, check_memory
 from nasfleet.comm.units import gbps_to_bytes_per_s
 
 _NODE_RE = re.compile(r"^(host|leaf|spine|core)(\d+)$")
@@ -68,8 +70,8 @@ def _parse_node(name: str) -> tuple[str, int]:
 
 def _check_positive(**values: float) -> None:
     for key, value in values.items():
-        if not value > 0:
-            raise NasfleetError(f"bad topology: {key} must be positive, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise NasfleetError(f"bad topology: {key} must be a positive finite number, got {value}")
 
 
 class Topology(ABC):
@@ -113,6 +115,10 @@ class Topology(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """The parameters that rebuild this topology (for JSON output)."""
+
+    @abstractmethod
+    def _path_table_shape(self) -> tuple[int, int]:
+        """(most paths between two ToRs, most switch links on one path), for size estimates."""
 
     # --- shared ---------------------------------------------------------------------
     hosts_per_leaf: int
@@ -171,6 +177,11 @@ class Topology(ABC):
         """
         src_tor = np.asarray(src_tor, dtype=np.int64)
         dst_tor = np.asarray(dst_tor, dtype=np.int64)
+        paths, width = self._path_table_shape()
+        check_memory(
+            f"the paths of {len(src_tor):,} ToR pairs in topology {self.name} ({paths:,} each)",
+            len(src_tor) * paths * width * BYTES_PER_PATH_LINK,
+        )
         pair_of_path, links = self._all_fabric_paths(src_tor, dst_tor)
         capacity = self.link_bytes_per_s
         alive = np.all((links < 0) | (capacity[np.maximum(links, 0)] > 0), axis=1)
@@ -192,14 +203,18 @@ class Topology(ABC):
         if uplink_gbps is not None:
             _check_positive(uplink_gbps=uplink_gbps)
         latency_ns = getattr(self, "latency_ns", 0.0)
-        if latency_ns < 0:
-            raise NasfleetError(f"bad topology: latency_ns must not be negative, got {latency_ns}")
+        if not (latency_ns >= 0 and math.isfinite(latency_ns)):
+            raise NasfleetError(f"bad topology: latency_ns must be a finite number, not negative, got {latency_ns}")
+        check_memory(f"topology {self.name} with {self.num_links:,} links", self.num_links * BYTES_PER_LINK)
         self._check_failures()
 
     def _check_failures(self) -> None:
         for failure in self.failures:
-            if failure.gbps < 0:
-                raise NasfleetError(f"bad failure {failure.node_a}-{failure.node_b}: gbps must not be negative")
+            if not (failure.gbps >= 0 and math.isfinite(failure.gbps)):
+                raise NasfleetError(
+                    f"bad failure {failure.node_a}-{failure.node_b}: gbps must be a finite number, not negative, "
+                    f"got {failure.gbps}"
+                )
             self.links_between(failure.node_a, failure.node_b)
 
 
@@ -267,6 +282,9 @@ class LeafSpine(Topology):
         pair = np.concatenate([pair, local])
         links = np.concatenate([links, np.full((len(local), 2), -1, dtype=np.int64)])
         return pair, links
+
+    def _path_table_shape(self) -> tuple[int, int]:
+        return self.spines, 2
 
     def _switch_link_ids(self, a: tuple[str, int], b: tuple[str, int]) -> list[int]:
         ends = dict([a, b]) if a[0] != b[0] else {}
@@ -409,6 +427,9 @@ class FatTree(Topology):
             )
         )
         return np.concatenate(pairs), np.concatenate(links)
+
+    def _path_table_shape(self) -> tuple[int, int]:
+        return self.spines_per_pod * self.cores_per_spine, 4
 
     def _switch_link_ids(self, a: tuple[str, int], b: tuple[str, int]) -> list[int]:
         ends = dict([a, b]) if a[0] != b[0] else {}

@@ -74,7 +74,7 @@ def bytes_per_s_to_gbps(bytes_per_s: float) -> float:
 
 def format_bytes(size_bytes: float) -> str:
     """Short human form, binary units: ``1GiB``, ``64MiB``, ``1.5KiB``."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, scale in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if size_bytes >= scale:
             value = size_bytes / scale
             return f"{value:.0f}{unit}" if value == int(value) else f"{value:.3g}{unit}"

@@ -56,6 +56,24 @@ def test_simulate_table_and_seeds_from_a_yaml_file():
         (["--topology", SPEC, "--size", "-1GiB"], "negative"),
         (["--topology", SPEC, "--size", "lots"], "bad size"),
         (["--topology", SPEC, "--algorithm", "bogus"], "unknown algorithm"),
+        (["--topology", "leafspine:leaves=4,spines=4,hosts=4,gbps=inf"], "gbps: Input should be a finite number"),
+        (["--topology", "leafspine:leaves=4,spines=4,hosts=4,gbps=nan"], "gbps: Input should be a finite number"),
+        (["--topology", "leafspine:leaves=4,spines=4,hosts=4,gbps=400,latency_ns=inf"], "latency_ns: Input should be a finite"),
+        (["--topology", "leafspine:leaves=4,spines=4,hosts=4,gbps=-400"], "gbps: Input should be greater than 0"),
+        (["--topology", SPEC, "--size", "1e400"], "must be finite"),
+        (["--topology", SPEC, "--gpus-per-host", "0"], "--gpus-per-host must be at least 1, got 0"),
+        (["--topology", SPEC, "--ranks", "0"], "--ranks must be at least 1, got 0"),
+        (["--topology", SPEC, "--placement", "random", "--seed", "-1"], "--seed must be at least 0, got -1"),
+        (["--topology", SPEC, "--ranks", "abc"], "Invalid value for '--ranks'"),
+        (["--topology", SPEC, "--routing", "ecmp-99999999999"], "K is an integer from 1 to 1024"),
+        # 1,024 ranks all-to-all at once: 1,047,552 flows, each cut into 1,024 hashed subflows
+        (["--topology", "leafspine:leaves=32,spines=16,hosts=32,gbps=400", "--collective", "alltoall",
+          "--algorithm", "direct", "--routing", "ecmp-1024", "--fidelity", "analytical"],
+         "routing 1,047,552 flows with ecmp-1024 (1,072,693,248 subflows) would need about 440GiB of memory"),
+        (["--topology", "leafspine:leaves=1000,spines=4,hosts=100,gbps=400", "--collective", "alltoall",
+          "--algorithm", "direct"], "direct alltoall over 100,000 ranks (9,999,900,000 flows) would need about 745GiB"),
+        (["--topology", SPEC, "--algorithm", "double-binary-tree", "--pipeline-chunk", "1", "--size", "1GiB"],
+         "plans 536,870,919 steps (32,212,255,140 flows); at most 10,000,000 steps are simulated: give a larger"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(args, message):
@@ -65,11 +83,26 @@ def test_bad_input_gives_one_line_and_exit_2(args, message):
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
 
 
-def test_bad_topology_file(tmp_path):
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("leaves: 4\nspines: 4\nhosts: 4\ngbps: 0\n", "gbps: Input should be greater than 0"),
+        ("leaves: 4\nspines: 4\nhosts: 4\ngbps: 400\nlatency_ns: .inf\n", "latency_ns: Input should be a finite number"),
+        ("leaves: 4\nspines: 4\nhosts: 4\ngbps: .nan\n", "gbps: Input should be a finite number"),
+        ("leaves: 4\nspines: 4\nhosts: 4\ngbps: 400\nfailures:\n  - link: leaf0-spine0\n    gbps: .inf\n",
+         "failures.0.gbps: Input should be a finite number"),
+        # 10^8 leaves × 10^5 spines: 2·10^13 links
+        ("leaves: 100000000\nspines: 100000\nhosts: 4\ngbps: 400\n",
+         "topology bad with 20,000,800,000,000 links would need about 1.42PiB of memory, more than the limit of 8GiB"),
+    ],
+)
+def test_bad_topology_file(tmp_path, body, message):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: leafspine\nleaves: 4\nspines: 4\nhosts: 4\ngbps: 0\n")
+    bad.write_text("kind: leafspine\n" + body)
     out = run("simulate", "--topology", str(bad))
-    assert out.returncode == 2 and out.stderr.startswith("error: bad topology") and "gbps" in out.stderr
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
 def test_usage_error_exits_2():
