@@ -101,6 +101,8 @@ def simulate(
     pipeline_chunk: str = typer.Option(format_bytes(DEFAULT_PIPELINE_CHUNK_BYTES), help="Chunk of pipelined tree/chain algorithms."),
     calibration: Optional[Path] = typer.Option(None, help="Fitted alpha/beta JSON from 'calibrate': adds alpha per step, caps NICs at 1/beta."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    top_links: int = typer.Option(5, help="With --json: the N most utilised links (bytes, utilisation); 0 for none."),
+    flow_rates: bool = typer.Option(False, "--flow-rates", help="With --json at flow fidelity: every flow's rates."),
 ) -> None:
     """Simulate one collective and print its completion time."""
     from nasfleet.comm.collectives import build_collective
@@ -109,19 +111,29 @@ def simulate(
 
     started = time.perf_counter()
     _check_at_least(1, ranks=ranks, gpus_per_host=gpus_per_host, seeds=seeds)
-    _check_at_least(0, seed=seed)
+    _check_at_least(0, seed=seed, top_links=top_links)
+    if flow_rates and not (json_output and fidelity == "flow"):
+        raise NasfleetError("--flow-rates needs --json and --fidelity flow (rates come from the flow-level solver)")
     topo, alpha_s = _apply_calibration(resolve_topology(topology), calibration)
     size_bytes = parse_size_bytes(size)
     coll = build_collective(collective, _ranks(ranks, topo, gpus_per_host), size_bytes, algorithm, parse_size_bytes(pipeline_chunk))
     summary = simulate_over_seeds(
         topo, coll, routing, seeds=seeds, first_seed=seed, fidelity=fidelity,
-        gpus_per_host=gpus_per_host, placement=placement, alpha_s=alpha_s,
+        gpus_per_host=gpus_per_host, placement=placement, alpha_s=alpha_s, record_flows=flow_rates,
     )
     record = summary.to_dict()
-    record["wall_time_s"] = time.perf_counter() - started
     if json_output:
+        # links and flows of one run: the slowest seed's, named when there are several
+        detail = summary.slowest
+        if len(summary.results) > 1:
+            record["detail_seed"] = detail.seed
+        record["top_links"] = detail.top_links(topo, top_links)
+        if flow_rates:
+            record["flow_rates"] = detail.flow_rates()
+        record["wall_time_s"] = time.perf_counter() - started
         typer.echo(json.dumps(record))
         return
+    record["wall_time_s"] = time.perf_counter() - started
     _console().print(_summary_table([record], f"{coll.kind} on {topo.name}, {coll.ranks} ranks, {fidelity} fidelity"))
 
 

@@ -117,6 +117,8 @@ class StepTiming:
     transfer_finish_s: np.ndarray  # arrival of each transfer's last byte
     flow_finish_s: np.ndarray
     rate_changes: int  # how many times rates were recomputed
+    flow_sent_s: np.ndarray  # when each flow's last byte left its source (0 for a flow off the network)
+    flow_initial_rate_bytes_per_s: np.ndarray  # each flow's max-min fair rate when the step starts
 
 
 def simulate_step(transfers: Transfers, capacity_bytes_per_s: np.ndarray, warm_start: bool = True) -> StepTiming:
@@ -134,6 +136,7 @@ def simulate_step(transfers: Transfers, capacity_bytes_per_s: np.ndarray, warm_s
     level = np.zeros(len(remaining))
     finishing = np.zeros(len(remaining), dtype=bool)
     rates = np.zeros(len(remaining))
+    initial_rates = None
     while active.any():
         if warm_start and finishing.any():
             # Filling below the lowest level of the transfers that just left is
@@ -143,6 +146,8 @@ def simulate_step(transfers: Transfers, capacity_bytes_per_s: np.ndarray, warm_s
             rates = problem.rates(active, keep, rates, restart)
         else:
             rates = problem.rates(active)
+        if initial_rates is None:
+            initial_rates = rates.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
             level = np.where(active, rates / transfers.share, np.inf)
         left = np.full(len(remaining), np.inf)
@@ -158,4 +163,8 @@ def simulate_step(transfers: Transfers, capacity_bytes_per_s: np.ndarray, warm_s
     arrival = done_at + transfers.latency_s
     flow_finish = np.zeros(transfers.num_flows)
     np.maximum.at(flow_finish, transfers.flow, arrival)
-    return StepTiming(float(arrival.max(initial=0.0)), arrival, flow_finish, rounds)
+    flow_sent = np.zeros(transfers.num_flows)
+    np.maximum.at(flow_sent, transfers.flow, done_at)
+    initial = np.zeros(len(remaining)) if initial_rates is None else initial_rates
+    flow_initial = np.bincount(transfers.flow, weights=initial, minlength=transfers.num_flows)
+    return StepTiming(float(arrival.max(initial=0.0)), arrival, flow_finish, rounds, flow_sent, flow_initial)

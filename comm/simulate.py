@@ -16,11 +16,12 @@ import numpy as np
 
 from nasfleet.errors import NasfleetError
 from nasfleet.comm.analytical import step_load
-from nasfleet.comm.collectives import Collective, place_ranks
+from nasfleet.comm.collectives import Collective, Step, place_ranks
 from nasfleet.comm.flowsim import simulate_step
 from nasfleet.comm.limits import check_memory
 from nasfleet.comm.routing import get_routing, is_hashed, route_step
 from nasfleet.comm.topology import Topology
+from nasfleet.comm.units import bytes_per_s_to_gbps
 
 FIDELITIES = ("analytical", "flow")
 
@@ -37,6 +38,10 @@ class PatternResult:
     link_bytes: np.ndarray = field(repr=False)
     flow_finish_s: np.ndarray | None = field(default=None, repr=False)
     rate_changes: int = 0
+    step: Step | None = field(default=None, repr=False)
+    # kept only when simulate(record_flows=True) ran at flow level
+    flow_sent_s: np.ndarray | None = field(default=None, repr=False)
+    flow_initial_rate_bytes_per_s: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,76 @@ class SimulationResult:
             now += repeat * pattern.time_s
         return np.array(starts), np.array(rows)
 
+    def top_links(self, topology: Topology, count: int) -> list[dict]:
+        """The ``count`` most utilised links over the whole collective, busiest first.
+
+        ``utilization`` is a link's bytes / (capacity × CCT), as in ``max_link_utilization``;
+        ``busy_s`` the time its bytes keep it busy at full rate. Links that carried nothing
+        are left out; ``topology`` is the one simulated (it names the links).
+        """
+        total = self.link_bytes_total()
+        capacity = self.link_capacity_bytes_per_s
+        with np.errstate(divide="ignore", invalid="ignore"):
+            busy = np.where(capacity > 0, total / capacity, 0.0)
+        used = np.flatnonzero(total > 0)
+        busiest = used[np.lexsort((used, -busy[used]))][: max(0, count)]
+        rows = []
+        for link in busiest:
+            label = topology.link_label(int(link))
+            source, target = label.split("->")
+            rows.append({
+                "link": label,
+                "id": int(link),
+                "from": source,
+                "to": target,
+                "gbps": bytes_per_s_to_gbps(capacity[link]),
+                "bytes": float(total[link]),
+                "busy_s": float(busy[link]),
+                "utilization": float(busy[link] / self.completion_time_s) if self.completion_time_s > 0 else 0.0,
+            })
+        return rows
+
+    def flow_rates(self) -> list[dict]:
+        """Every flow of every distinct step, with its rates (needs ``simulate(record_flows=True)``).
+
+        ``pattern`` indexes the distinct steps, ``first_step`` is the first step that runs it
+        and ``steps`` how many do; per flow: source and destination rank, ``bytes``,
+        ``finish_s`` (arrival of its last byte, from the step's start), ``initial_gbps`` (its
+        max-min fair rate when the step starts) and ``mean_gbps`` (its bytes over the time
+        until its last byte left). Flows between ranks on one host never touch the
+        network: their rates are ``None``.
+        """
+        if any(p.flow_initial_rate_bytes_per_s is None for p in self.patterns):
+            raise NasfleetError("per-flow rates are kept only by a flow-level simulate(..., record_flows=True)")
+        steps = np.zeros(len(self.patterns), dtype=np.int64)
+        first = np.full(len(self.patterns), -1, dtype=np.int64)
+        at = 0
+        for i, repeat in self.schedule:
+            if first[i] < 0:
+                first[i] = at
+            steps[i] += repeat
+            at += repeat
+        rows = []
+        for i, pattern in enumerate(self.patterns):
+            step, sent = pattern.step, pattern.flow_sent_s
+            on_network = sent > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.where(on_network, step.size_bytes / sent, np.nan)
+            initial = np.where(on_network, pattern.flow_initial_rate_bytes_per_s, np.nan)
+            for k in range(step.num_flows):
+                rows.append({
+                    "pattern": i,
+                    "first_step": int(first[i]),
+                    "steps": int(steps[i]),
+                    "src": int(step.src[k]),
+                    "dst": int(step.dst[k]),
+                    "bytes": float(step.size_bytes[k]),
+                    "finish_s": float(pattern.flow_finish_s[k]),
+                    "initial_gbps": bytes_per_s_to_gbps(initial[k]) if on_network[k] else None,
+                    "mean_gbps": bytes_per_s_to_gbps(mean[k]) if on_network[k] else None,
+                })
+        return rows
+
     def to_dict(self) -> dict:
         """The summary as plain JSON-able values."""
         return {
@@ -135,12 +210,15 @@ def simulate(
     placement: str | Sequence[int] = "contiguous",
     alpha_s: float = 0.0,
     dedup: bool = True,
+    record_flows: bool = False,
 ) -> SimulationResult:
     """Simulate ``collective`` on ``topology``.
 
-    ``routing`` is a registered name (``ecmp``, ``spray``, ``split``, ``ecmp-K``);
-    ``seed`` drives the ECMP hash (and a ``random`` placement); ``alpha_s`` is a
-    per-step software overhead such as a calibrated α, added to every step.
+    ``routing`` is a registered name (``ecmp``, ``spray``, ``split``, ``ecmp-K``,
+    ``spray-weighted``, ``split-weighted``); ``seed`` drives the ECMP hash (and a
+    ``random`` placement); ``alpha_s`` is a per-step software overhead such as a
+    calibrated α, added to every step. ``record_flows`` keeps each flow's rates at flow
+    level, for :meth:`SimulationResult.flow_rates`.
     """
     _check_fidelity(fidelity)
     if not (alpha_s >= 0 and math.isfinite(alpha_s)):
@@ -164,9 +242,12 @@ def simulate(
             dead = int(used[np.argmin(capacity[used])])
             raise NasfleetError(f"traffic needs failed link {topology.link_label(dead)}: no other path exists")
         load = step_load(transfers, capacity)
+        sent = initial = None
         if fidelity == "flow":
             timing = simulate_step(transfers, capacity)
             time_s, finish, changes = timing.time_s, timing.flow_finish_s, timing.rate_changes
+            if record_flows:
+                sent, initial = timing.flow_sent_s, timing.flow_initial_rate_bytes_per_s
         else:
             time_s, finish, changes = load.time_s, None, 0
         results.append(
@@ -179,6 +260,9 @@ def simulate(
                 link_bytes=load.link_bytes,
                 flow_finish_s=finish,
                 rate_changes=changes,
+                step=step,
+                flow_sent_s=sent,
+                flow_initial_rate_bytes_per_s=initial,
             )
         )
 
@@ -215,6 +299,11 @@ class SeedSummary:
     """A hashed routing over several seeds: the mean and the worst case."""
 
     results: tuple[SimulationResult, ...]
+
+    @property
+    def slowest(self) -> SimulationResult:
+        """The run with the largest CCT (the first of equals): the one to look at links in."""
+        return max(self.results, key=lambda r: r.completion_time_s)
 
     @property
     def mean_completion_time_s(self) -> float:

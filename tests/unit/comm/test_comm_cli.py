@@ -141,3 +141,67 @@ def test_sweep_from_yaml(tmp_path):
     bad.write_text("topology: x\nsizes: [1MiB]\nflavour: sour\n")
     out = run("sweep", str(bad))
     assert out.returncode == 2 and "flavour" in out.stderr
+
+
+def test_json_names_the_busiest_links_and_flow_rates_on_request(tmp_path):
+    """One 1 GiB flow host0 (leaf0) -> host7 (leaf1) over 4 spines, leaf0-spine0 at 50 Gb/s, 400 elsewhere.
+
+    ``split`` cuts it into 4 subflows of S/4 sharing the flow's fair share: the one through
+    spine0 is held at 50 Gb/s = 6.25 GB/s, the other three share the rest of the 50 GB/s NIC
+    (43.75 GB/s) and finish first. CCT = (S/4) / 6.25 GB/s = S / 25 GB/s (no latency), so
+    leaf0->spine0 is busy the whole time (utilisation 1), while the host links carry S in
+    S / 50 GB/s (utilisation 0.5). The flow starts at 6.25 + 43.75 GB/s = 400 Gb/s and
+    averages S / CCT = 200 Gb/s.
+    """
+    fabric = tmp_path / "degraded.yaml"
+    fabric.write_text("kind: leafspine\nleaves: 2\nspines: 4\nhosts: 4\ngbps: 400\n"
+                      "failures:\n  - link: leaf0-spine0\n    gbps: 50\n")
+    size = 2**30
+    out = run("simulate", "-t", str(fabric), "--collective", "p2p", "--size", "1GiB", "--routing", "split",
+              "--top-links", "3", "--flow-rates", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["completion_time_s"] == pytest.approx(size / 25e9, rel=1e-12)
+    top = record["top_links"]
+    assert [(t["link"], t["from"], t["to"], t["gbps"]) for t in top] == [
+        ("leaf0->spine0", "leaf0", "spine0", 50.0), ("host0->leaf0", "host0", "leaf0", 400.0),
+        ("leaf1->host7", "leaf1", "host7", 400.0)]
+    assert [t["bytes"] for t in top] == pytest.approx([size / 4, size, size])
+    assert [t["utilization"] for t in top] == pytest.approx([1.0, 0.5, 0.5], rel=1e-12)
+    assert record["max_link_utilization"] == pytest.approx(top[0]["utilization"])
+    (flow,) = record["flow_rates"]
+    assert (flow["src"], flow["dst"], flow["bytes"], flow["steps"]) == (0, 7, size, 1)
+    assert flow["finish_s"] == pytest.approx(record["completion_time_s"], rel=1e-12)
+    assert flow["initial_gbps"] == pytest.approx(400.0, rel=1e-12)
+    assert flow["mean_gbps"] == pytest.approx(200.0, rel=1e-12)
+
+
+def test_flow_rates_of_a_ring_cover_every_flow_and_skip_the_network_inside_a_host():
+    """16 ranks, two per host, ring all-reduce: 8 of the 16 flows stay inside a host (no rates);
+    the other 8 each have a NIC to themselves, 400 Gb/s from start to end."""
+    out = run("simulate", "-t", SPEC, "--ranks", "16", "--gpus-per-host", "2", "--size", "16MiB", "--top-links", "0",
+              "--flow-rates", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["top_links"] == []
+    flows = record["flow_rates"]
+    assert len(flows) == 16 and {f["steps"] for f in flows} == {2 * 15}
+    inside = [f for f in flows if f["src"] // 2 == f["dst"] // 2]
+    across = [f for f in flows if f["src"] // 2 != f["dst"] // 2]
+    assert len(inside) == 8 and all(f["initial_gbps"] is None and f["finish_s"] == 0 for f in inside)
+    assert [f["initial_gbps"] for f in across] == pytest.approx([400.0] * 8)
+    assert [f["mean_gbps"] for f in across] == pytest.approx([400.0] * 8)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--flow-rates"], "--flow-rates needs --json and --fidelity flow"),
+        (["--flow-rates", "--json", "--fidelity", "analytical"], "--flow-rates needs --json and --fidelity flow"),
+        (["--top-links", "-1", "--json"], "--top-links must be at least 0, got -1"),
+    ],
+)
+def test_link_and_flow_options_refuse_what_they_cannot_report(args, message):
+    out = run("simulate", "-t", SPEC, *args)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and message in lines[0], out.stderr

@@ -158,3 +158,18 @@ def test_256_gpu_qualitative_result():
         assert split == pytest.approx(spray, rel=0.02)
         assert ecmp > 1.3 * spray, (algorithm, ecmp, spray)
         assert spray < ecmp4 < ecmp
+
+
+def test_flow_rates_need_record_flows_and_top_links_are_sorted_by_utilisation():
+    coll = build_collective("alltoall", 16, 2**20)
+    plain = simulate(SMALL, coll, "ecmp", seed=1)
+    with pytest.raises(NasfleetError, match="record_flows=True"):
+        plain.flow_rates()
+    recorded = simulate(SMALL, coll, "ecmp", seed=1, record_flows=True)
+    assert recorded.completion_time_s == plain.completion_time_s
+    rows = recorded.flow_rates()
+    assert len(rows) == coll.num_flows  # pairwise: 15 distinct steps of 16 flows, each run once
+    assert [r["finish_s"] for r in rows] == list(np.concatenate([p.flow_finish_s for p in recorded.patterns]))
+    top = recorded.top_links(SMALL, 4)
+    assert len(top) == 4 and [t["utilization"] for t in top] == sorted((t["utilization"] for t in top), reverse=True)
+    assert top[0]["utilization"] == pytest.approx(recorded.max_link_utilization, rel=1e-12)
