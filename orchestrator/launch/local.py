@@ -11,7 +11,9 @@ from nasfleet.orchestrator.train.loop import train_rank
 
 
 class LocalContext(RunFolderContext):
-    """One process; draws a progress bar when asked to."""
+    """One process; draws a progress bar when asked to (and prints no progress lines: a terminal's, or quiet)."""
+
+    progress_lines = False
 
     def __init__(self, run: str, progress: Progress | None, total: int, metrics: TrainingMetrics | None) -> None:
         super().__init__(run, metrics=metrics)

@@ -39,6 +39,8 @@ from nasfleet.orchestrator.train.checkpoints import (
     write_supernet,
 )
 from nasfleet.orchestrator.train.metrics_log import MetricsLog
+from nasfleet.orchestrator.train.progress import ProgressLines
+from nasfleet.orchestrator.train.progress import emit as emit_progress
 from nasfleet.orchestrator.train.safe_load import safe_torch_load
 from nasfleet.orchestrator.train.setup import RankSetup, build_rank
 from nasfleet.orchestrator.train.step import RoleMeans, StepBatch, ThroughputWindow, run_step
@@ -59,6 +61,8 @@ class RankContext(ABC):
 
     rank: int
     world_size: int
+    progress_lines: bool = True
+    """Whether rank 0 prints a progress line per logged window (launchers whose output is a log)."""
 
     @abstractmethod
     def resume_point(self) -> AbstractContextManager[ResumePoint | None]:
@@ -148,6 +152,7 @@ def train_rank(
             log = MetricsLog(job.run_dir, point.metrics_lines)
     if rank == 0:
         log.restart()
+    lines = ProgressLines(job.optim.steps, progress.step) if rank == 0 and context.progress_lines else None
     batches = BatchStream(setup.data.train, job.data.batch_size, job.seed, rank, world, sampler=setup.strategy)
     shared = tuple(t.to(backend.device) for t in batches.shared_batch())
     role_means, window, metrics = RoleMeans(), ThroughputWindow(job.data.batch_size, world), context.metrics()
@@ -180,6 +185,8 @@ def train_rank(
                 record["timing"]["predicted_allreduce_s"] = predicted_allreduce_s
             if rank == 0:
                 log.append(record)
+            if lines is not None:
+                emit_progress(lines.line(record))
             if metrics is not None:
                 metrics.window(int(record["timing"]["steps"]), record["timing"], means)
             status = "  ".join(f"{role} loss {m['loss']:.3f} acc {m['accuracy']:.2f}" for role, m in means.items())

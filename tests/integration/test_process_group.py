@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(
     assert ranks[0].weights_sha256 == ranks[1].weights_sha256
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [4.0, 8.0, 12.0]
+    progress = [line for line in result.stdout.splitlines() if re.match(r"step \d+/12 \(", line)]
+    assert [line.split()[1] for line in progress] == ["4/12", "8/12", "12/12"]  # rank 0's, one per window
+    assert all("samples/s  ETA " in line for line in progress) and progress[-1].endswith("ETA 0:00:00")
     results = pd.read_parquet(run_dir / "results")
     assert sorted(results["role"]) == ["largest", "random-0", "smallest"]  # rank 0 alone evaluated
 

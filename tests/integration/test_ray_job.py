@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -130,6 +131,11 @@ def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(
     results = pd.read_parquet(run_folder / "results")
     assert sorted(results["role"]) == ["largest", "random-0", "smallest"]
     assert results["checkpoint"].str.contains("checkpoint_00000012").all()
+    logs = subprocess.run(
+        [RAY, "job", "logs", "--address", ray_head, submission_id], env=env, capture_output=True, text=True
+    ).stdout
+    progress = re.findall(r"step (\d+)/12 \(\d+%\).*samples/s  ETA", logs)  # rank 0's lines, through Ray's log
+    assert progress == ["4", "8", "12"], logs[-3000:]
 
 
 def test_submitting_without_the_token_is_refused(ray_head: str, head_env: dict[str, str]) -> None:
