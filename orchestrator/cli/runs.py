@@ -1,4 +1,4 @@
-"""``nasfleet evaluate`` and ``nasfleet export``: read a trained run (a folder or a storage URI)."""
+"""``nasfleet evaluate``, ``export`` and ``status``: read a run (a folder or a storage URI)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def evaluate(
         typer.echo(results_json(results))
     else:
         print_results(results, f"{run} — step {trained.step}")
+
+
+def status(
+    run: str = typer.Argument(..., help=RUN_HELP + " It may be running, here or elsewhere."),
+    best: int = typer.Option(5, min=0, help="How many of the best evaluated subnets to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+) -> None:
+    """How far a run is, whether it is running, its last checkpoint and its best subnets so far."""
+    from nasfleet.orchestrator.run_status import read_status
+
+    found = read_status(run, best)
+    typer.echo(found.to_json() if as_json else "\n".join(found.lines()))
 
 
 def parse_arch(text: str, space: SearchSpace) -> Arch:

@@ -128,6 +128,34 @@ def hold_run(
             yield holder
 
 
+def run_holder(location: str) -> str | None:
+    """Who holds ``location`` now ("nasfleet train (pid … on host … since …)"), or None when nobody does.
+
+    Local runs are tested with a non-blocking ``flock`` (a killed holder's stale file content is
+    not mistaken for a holder); a URI's lease counts while it has not expired.
+    """
+    if "://" in location:
+        from nasfleet.orchestrator.storage import join, resolve_storage
+
+        fs, folder = resolve_storage(location)
+        lease = _read_lease(fs, join(folder, LEASE_FILE))
+        return None if lease is None or _expired(lease) else _describe(lease)
+    lock_path = Path(location).expanduser() / LOCK_FILE
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return _describe(_read_local_holder(lock_path))
+        return None
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to test
+    return None
+
+
 @contextmanager
 def _held_once(key: str, location: str) -> Iterator[None]:
     with _held_here_guard:
