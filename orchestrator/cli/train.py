@@ -32,7 +32,7 @@ def shortcut_overrides(
     *, run_dir: Optional[str] = None, steps: Optional[int] = None, workers: Optional[int] = None,
     launcher: Optional[str] = None, ray_address: Optional[str] = None, max_failures: Optional[int] = None,
     gpu: Optional[bool] = None, metrics_port: Optional[int] = None, comm_calibration: Optional[Path] = None,
-    comm_topology: Optional[str] = None,
+    comm_topology: Optional[str] = None, threads_per_worker: Optional[int] = None,
 ) -> list[str]:
     """The dotted overrides the command-line shortcuts stand for."""
     overrides: list[str] = []
@@ -49,6 +49,7 @@ def shortcut_overrides(
     for key, value in (
         ("launch.ray_address", ray_address), ("launch.max_failures", max_failures), ("launch.metrics_port", metrics_port),
         ("launch.comm.calibration", comm_calibration), ("launch.comm.topology", comm_topology),
+        ("launch.threads", threads_per_worker),
     ):
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -104,6 +105,9 @@ def train(
     ray_address: Optional[str] = typer.Option(None, help="Shortcut for launch.ray_address (default $RAY_ADDRESS, else a local cluster)."),
     max_failures: Optional[int] = typer.Option(None, help="Shortcut for launch.max_failures (worker-group restarts)."),
     gpu: bool = typer.Option(False, help="Shortcut for launch.gpu: one GPU per rank, NCCL all-reduce."),
+    threads_per_worker: Optional[int] = typer.Option(
+        None, help="Shortcut for launch.threads: torch threads per rank (default 1); a Ray worker reserves as many CPUs.",
+    ),
     metrics_port: Optional[int] = typer.Option(None, help=METRICS_HELP),
     comm_calibration: Optional[Path] = typer.Option(None, help="Shortcut for launch.comm.calibration (`nasfleet comm calibrate`)."),
     comm_topology: Optional[str] = typer.Option(None, help="Shortcut for launch.comm.topology: predict the all-reduce on this fabric."),
@@ -119,7 +123,7 @@ def train(
     overrides = shortcut_overrides(
         run_dir=run_dir, steps=steps, workers=workers, launcher=launcher, ray_address=ray_address,
         max_failures=max_failures, gpu=gpu, metrics_port=metrics_port, comm_calibration=comm_calibration,
-        comm_topology=comm_topology,
+        comm_topology=comm_topology, threads_per_worker=threads_per_worker,
     )
     overrides += [f"tune.{key}={value}" for key, value in
                   (("scheduler", tune), ("population", population), ("interval_steps", tune_interval)) if value is not None]

@@ -112,15 +112,17 @@ def connect_ray(address: str | None, metrics_export_port: int | None = None) -> 
         raise NasfleetError(f"cannot connect to Ray at {where}: {str(exc).splitlines()[0]}") from None
 
 
-def check_resources(workers: int, use_gpu: bool, have: int | None = None) -> None:
-    """Enough CPUs (or GPUs) for one worker each; ``have`` defaults to the connected cluster's."""
+def check_resources(workers: int, use_gpu: bool, have: int | None = None, threads: int = 1) -> None:
+    """Enough GPUs (one a worker), or CPUs (``threads`` a worker); ``have`` defaults to the connected cluster's."""
     import ray
 
     kind = "GPU" if use_gpu else "CPU"
+    need = workers if use_gpu else workers * threads
     if have is None:
         have = int(ray.cluster_resources().get(kind, 0))
-    if workers > have:
-        raise NasfleetError(f"{workers} workers need {workers} {kind}s but the Ray cluster has {have}")
+    if need > have:
+        each = "" if use_gpu or threads == 1 else f" ({threads} threads each)"
+        raise NasfleetError(f"{workers} workers{each} need {need} {kind}s but the Ray cluster has {have}")
 
 
 class ListeningSocket(NamedTuple):

@@ -60,9 +60,38 @@ DeepSpeed on the driver costs seconds and logs to stderr (tests/integration/test
 from the installed DeepSpeed)."""
 
 
+NASFLEET_SECTION = "nasfleet"
+"""A DeepSpeed config's own section for nasfleet (never passed to DeepSpeed): what hardware the file is for.
+
+``{"requires": "gpu", "hardware": "…"}`` makes a GPU file refuse a CPU job in one line naming that
+hardware, instead of starting ranks that fail or quietly train in another precision.
+"""
+REQUIREMENTS = ("cpu", "gpu", "any")
+
+
+def _check_requirements(section: Any, gpu: bool) -> None:
+    if not isinstance(section, dict) or set(section) - {"requires", "hardware"}:
+        raise NasfleetError(f"DeepSpeed config: {NASFLEET_SECTION!r} takes only 'requires' and 'hardware'")
+    requires = section.get("requires", "any")
+    if requires not in REQUIREMENTS:
+        raise NasfleetError(f"DeepSpeed config: {NASFLEET_SECTION}.requires must be one of {', '.join(REQUIREMENTS)}")
+    hardware = section.get("hardware", "GPUs" if requires == "gpu" else "CPUs")
+    if requires == "gpu" and not gpu:
+        raise NasfleetError(
+            f"this DeepSpeed config is for {hardware}; on CPUs use cluster_configs/deepspeed/zero2_cpu.json "
+            "(or zero0_cpu.json, zero1.json), or pass --gpu on a GPU cluster"
+        )
+    if requires == "cpu" and gpu:
+        raise NasfleetError(f"this DeepSpeed config is for {hardware}, not GPUs: drop --gpu or choose a GPU config")
+
+
 def check_deepspeed(settings: dict[str, Any], gpu: bool) -> None:
     """Refuse DeepSpeed settings that cannot work here, instead of hanging or failing in every rank."""
+    if NASFLEET_SECTION in settings:
+        _check_requirements(settings[NASFLEET_SECTION], gpu)
     for key in settings:
+        if key == NASFLEET_SECTION:
+            continue
         if key not in DEEPSPEED_KEYS:
             close = difflib.get_close_matches(str(key), DEEPSPEED_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -123,7 +123,8 @@ class AllReduceTimer:
 
 def deepspeed_config_for(settings: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """The job's DeepSpeed settings plus what the trainer owns: batch sizes and accumulation."""
-    merged = {k: v for k, v in settings.items() if k != "train_batch_size"}
+    # The "nasfleet" section says what hardware a file is for (checked at validation); DeepSpeed never sees it.
+    merged = {k: v for k, v in settings.items() if k not in ("train_batch_size", "nasfleet")}
     # ZeRO partitions any torch optimizer's state, but refuses ones outside its own list
     # unless told; the plain SGD passed here is one of those.
     merged.setdefault("zero_allow_untested_optimizer", True)

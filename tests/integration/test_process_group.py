@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
     [
         ("torchrun", None),
         ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json"),
-        ("mpi", "zero_optimization: {stage: 2}\n"),  # a YAML config; ranks share subnet samples
+        # The shipped CPU ZeRO-2 file, given as YAML; under ZeRO-2 ranks share subnet samples.
+        ("mpi", yaml.safe_dump(json.loads((REPO / "cluster_configs" / "deepspeed" / "zero2_cpu.json").read_text()))),
     ],
     ids=["torchrun-zero0", "mpi-zero1", "mpi-zero2-yaml"],
 )
@@ -67,6 +68,15 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(
     assert all("samples/s  ETA " in line for line in progress) and progress[-1].endswith("ETA 0:00:00")
     results = pd.read_parquet(run_dir / "results")
     assert sorted(results["role"]) == ["largest", "random-0", "smallest"]  # rank 0 alone evaluated
+
+
+def test_every_shipped_cpu_deepspeed_config_trains_in_a_test() -> None:
+    """zero0_cpu.json holds the built-in default's settings (test_cluster_configs.py), which torchrun trains
+    above, as does every other two-rank test; zero1.json and zero2_cpu.json train above too; the files
+    marked for GPUs are refused on CPUs in one line (test_reliability.py)."""
+    shipped = {p.name: json.loads(p.read_text()) for p in (REPO / "cluster_configs" / "deepspeed").glob("*.json")}
+    cpu = {name for name, settings in shipped.items() if settings.get("nasfleet", {}).get("requires") != "gpu"}
+    assert cpu == {"zero0_cpu.json", "zero1.json", "zero2_cpu.json"}
 
 
 def test_a_second_job_on_a_held_run_folder_is_refused_on_every_rank(tmp_path: Path) -> None:

@@ -204,6 +204,11 @@ DEEPSPEED_CASES = params(
     deepspeed_case("scheduler-block", '{"scheduler": {"type": "WarmupLR"}}', "'scheduler' block"),
     deepspeed_case("not-json", '{"fp16": ', "not valid JSON"),
     deepspeed_case("not-utf8", b'{"fp16": "\xff"}', "not UTF-8"),
+    deepspeed_case("requires-tpu", '{"nasfleet": {"requires": "tpu"}}', "nasfleet.requires must be one of cpu, gpu, any"),
+    deepspeed_case("nasfleet-extra-key", '{"nasfleet": {"gpus": 8}}', "'nasfleet' takes only 'requires' and 'hardware'"),
+    *(deepspeed_case(f"shipped-{path.stem}-on-cpu", path.read_text(), "this DeepSpeed config is for NVIDIA GPUs",
+                     "zero2_cpu.json")
+      for path in sorted((Path(__file__).parents[2] / "cluster_configs" / "deepspeed").glob("*gpu*.json"))),
     Case("file-missing", (*TRAIN, *RAY_DOWN, "--deepspeed", "{root}/nope.json"), ("does not exist",), JOB_FILE),
     Case("misspelt-key-by-set", (*TRAIN, *RAY_DOWN, "--set", "launch.deepspeed={zero_optimisation: {stage: 1}}"),
          ("unknown key 'zero_optimisation'",), JOB_FILE),
@@ -228,10 +233,11 @@ SHIPPED_DEEPSPEED = sorted((Path(__file__).parents[2] / "cluster_configs" / "dee
      *(pytest.param(path.read_text(), id=path.stem) for path in SHIPPED_DEEPSPEED)],
 )
 def test_deepspeed_settings_that_pass_validation(settings: str, tmp_path: Path) -> None:
-    """bf16 works on CPUs, and every shipped file is valid: these get as far as joining the (absent) cluster."""
+    """bf16 works on CPUs, and every shipped file is valid (with --gpu where the file says it is for GPUs):
+    these get as far as joining the (absent) cluster."""
     (tmp_path / "ds.json").write_text(settings)
     write_config(tmp_path / "c.yaml", tmp_path / "run")
-    gpu = ["--gpu"] if json.loads(settings).get("fp16", {}).get("enabled") else []
+    gpu = ["--gpu"] if json.loads(settings).get("nasfleet", {}).get("requires") == "gpu" else []
     result = nasfleet_forked("train", "-c", str(tmp_path / "c.yaml"), *RAY_DOWN, *gpu, "--deepspeed", str(tmp_path / "ds.json"))
     assert_one_line_error(result, "cannot reach the Ray cluster at 127.0.0.1:9")
     assert not (tmp_path / "run").exists()

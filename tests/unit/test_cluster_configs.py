@@ -35,7 +35,8 @@ def test_the_expected_files_exist() -> None:
     names = {p.relative_to(CONFIGS).as_posix() for p in [*OURS, *CONFIGS.glob("README.md")]}
     assert {
         "README.md", "ray/cluster-gpu-aws.yaml", "ray/local.yaml", "kuberay/rayjob.yaml",
-        "deepspeed/zero0_cpu.json", "deepspeed/zero1.json", "deepspeed/zero2_gpu_bf16.json", "deepspeed/zero2_gpu_fp16.json",
+        "deepspeed/zero0_cpu.json", "deepspeed/zero1.json", "deepspeed/zero2_cpu.json", "deepspeed/zero2_gpu_bf16.json",
+        "deepspeed/zero2_gpu_fp16.json",
     } <= names
     readme = (CONFIGS / "README.md").read_text()
     for name in names - {"README.md"}:
@@ -67,7 +68,11 @@ def test_deepspeed_config_is_accepted_by_deepspeed_and_matches_its_name(path: Pa
     assert config.gradient_clipping == 0
     assert config.train_micro_batch_size_per_gpu >= 1 and config.gradient_accumulation_steps >= 1
     if "cpu" in path.stem:
-        assert stage == 0 and not (config.float16_config.enabled or config.bfloat16_config.enabled)
+        assert not (config.float16_config.enabled or config.bfloat16_config.enabled)
+    # A GPU file says so, and which GPUs, in its own section (nasfleet refuses it on CPUs; DeepSpeed never sees it).
+    requirement = data.get("nasfleet", {})
+    assert (requirement.get("requires") == "gpu") == ("gpu" in path.stem)
+    assert ("gpu" not in path.stem) or "NVIDIA" in requirement["hardware"]
 
 
 def test_deepspeed_validation_catches_a_mistake() -> None:
