@@ -61,6 +61,17 @@ _EXPORTS: dict[str, str] = {
     "resolve_topology": "topology_config",
     "topology_from_dict": "topology_config",
     "parse_size_bytes": "units",
+    "FixedRateFlow": "workload",
+    "Job": "workload",
+    "Phase": "workload",
+    "WorkloadResult": "workload",
+    "alone_completion_times": "workload",
+    "collective_job": "workload",
+    "point_to_point_job": "workload",
+    "simulate_workload": "workload",
+    "training_job": "workload",
+    "load_workload_file": "workload_config",
+    "workload_from_dict": "workload_config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -237,6 +237,68 @@ def _write_outputs(run: GridRun, topo: Topology, directory: Path, stem: str) -> 
 
 
 @comm_app.command()
+def workload(
+    file: Path = typer.Argument(..., help="YAML workload file: topology, jobs (hosts, collective or training, start), background flows."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    alone: bool = typer.Option(True, help="Also run every job alone on the empty fabric and report its slowdown."),
+) -> None:
+    """Run several jobs (collectives, training iterations) and background flows together on one fabric; per-job CCT."""
+    from nasfleet.comm.workload import alone_completion_times, simulate_workload
+    from nasfleet.comm.workload_config import load_workload_file
+
+    started = time.perf_counter()
+    topo, jobs, rates = load_workload_file(file)
+    result = simulate_workload(topo, jobs, rates)
+    baseline = alone_completion_times(topo, jobs) if alone else {}
+    rows = []
+    for job, outcome in zip(jobs, result.jobs):
+        row = outcome.to_dict()
+        row["ranks"] = len(job.rank_host)
+        row["what"] = _job_label(job)
+        if job.name in baseline:
+            row["alone_s"] = baseline[job.name]
+            row["slowdown"] = outcome.completion_time_s / baseline[job.name] if baseline[job.name] > 0 else 1.0
+        rows.append(row)
+    record = {
+        "topology": topo.name,
+        "makespan_s": result.makespan_s,
+        "jobs": rows,
+        "fixed_rate_flows": [
+            {"name": f.name, "src": f.src_host, "dst": f.dst_host, "gbps": f.gbps, "start_s": f.start_s,
+             "end_s": f.end_s if f.end_s != float("inf") else None} for f in rates
+        ],
+        "shared_links": result.shared_links,
+        "rate_recomputations": result.rate_recomputations,
+        "wall_time_s": time.perf_counter() - started,
+    }
+    if json_output:
+        typer.echo(json.dumps(record))
+        return
+    table = Table(title=f"workload {file} on {topo.name}: makespan {format_seconds(result.makespan_s)}")
+    for column in ("job", "ranks", "what", "start", "finish", "CCT", "alone", "slowdown", "exposed comm", "hidden comm"):
+        table.add_column(column, justify="left" if column in ("job", "what") else "right")
+    for row in rows:
+        iteration = row.get("iteration")
+        table.add_row(
+            row["name"], str(row["ranks"]), row["what"], format_seconds(row["start_s"]), format_seconds(row["finish_s"]),
+            format_seconds(row["completion_time_s"]),
+            format_seconds(row["alone_s"]) if "alone_s" in row else "-",
+            f"{row['slowdown']:.3f}" if "slowdown" in row else "-",
+            format_seconds(iteration["exposed_comm_s"]) if iteration else "-",
+            format_seconds(iteration["hidden_comm_s"]) if iteration else "-",
+        )
+    _console().print(table)
+
+
+def _job_label(job) -> str:
+    """What a job runs, in a few words (``ring allreduce 64MiB``, ``training: 14 buckets``)."""
+    if job.compute is not None:
+        return f"training: {len(job.phases)} buckets of {job.phases[0].collective.algorithm} {job.phases[0].collective.kind}"
+    coll = job.phases[0].collective
+    return f"{coll.algorithm} {coll.kind} {format_bytes(coll.size_bytes)}"
+
+
+@comm_app.command()
 def calibrate(
     ranks: int = typer.Option(2, help="MPI processes to launch."),
     sizes: str = typer.Option("4KiB,64KiB,1MiB,8MiB", help="Comma-separated message sizes."),

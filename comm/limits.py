@@ -22,6 +22,9 @@ MAX_MEMORY_BYTES = 8 * 2**30
 MAX_STEPS = 10_000_000
 """The most bulk-synchronous steps a collective may plan (a 1 GiB pipeline in 1-byte chunks plans 5·10^8)."""
 
+MAX_WORKLOAD_STEPS = 1_000_000
+"""The most steps the jobs of one workload may run together: each is at least one event of the shared event loop."""
+
 BYTES_PER_LINK = 80  # capacities, latencies, link loads and the water-filling state per link
 BYTES_PER_FLOW = 80  # a stored step's src, dst and size, and the temporaries that build them
 BYTES_PER_PATH_LINK = 40  # one entry of a path table, with its sort and filter copies

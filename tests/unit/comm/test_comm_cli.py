@@ -109,7 +109,7 @@ def test_usage_error_exits_2():
     assert run("simulate", "--no-such-option").returncode == 2
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["compare"], ["sweep"], ["calibrate"]])
+@pytest.mark.parametrize("command", [[], ["simulate"], ["compare"], ["sweep"], ["workload"], ["calibrate"]])
 def test_help_works_everywhere(command):
     out = run(*command, "--help")
     assert out.returncode == 0 and "Usage" in out.stdout
