@@ -19,7 +19,18 @@ $(STAMP): pyproject.toml Makefile
 	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -e ".[all]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian's Prometheus, unpacked into the venv without root: the metrics test scrapes a real run
+# with it. Where apt-get is missing (macOS) it is skipped with a note, and so is that test.
+PROMETHEUS := $(VENV)/opt/prometheus/usr/bin/prometheus
+$(PROMETHEUS): | $(STAMP)
+	@if command -v apt-get >/dev/null; then \
+		rm -rf $(VENV)/opt/prometheus && mkdir -p $(VENV)/opt/prometheus/deb && \
+		(cd $(VENV)/opt/prometheus/deb && apt-get download -q prometheus) && \
+		dpkg-deb -x $(VENV)/opt/prometheus/deb/prometheus_*.deb $(VENV)/opt/prometheus && \
+		rm -rf $(VENV)/opt/prometheus/deb; \
+	else echo "note: no apt-get here: Prometheus not installed, its test will be skipped"; fi
+
+install: $(STAMP) $(PROMETHEUS)
 
 # Two workers, a test file each at a time: most of a test's time is spent starting Ray,
 # DeepSpeed and MPI processes, so two files overlap well on 2 cores (10.5-11.7 minutes here on

@@ -32,7 +32,7 @@ from torch import nn
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig
 from nasfleet.orchestrator.data import DataSplits, ImageSet
-from nasfleet.orchestrator.metrics import TrainingMetrics
+from nasfleet.orchestrator.metrics import TrainingMetrics, ray_metrics
 from nasfleet.orchestrator.evaluate.subnets import SubnetResult, correct_count, evaluate_arch
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet, build_model, load_trained
 from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
@@ -243,8 +243,9 @@ class EvaluationPool:
         self.splits = tuple(splits)
         self.store = store
         self.flush_every = flush_every
-        self.metrics = metrics
         self.run_name = run_name or trained.config.run_name
+        # Ray's agent exports the driver's metrics too: without an endpoint of its own the pool reports there.
+        self.metrics = (metrics or ray_metrics()).for_run(self.run_name)
         self.checkpoint_id = trained.checkpoint_id
         self.dataset = trained.config.data.dataset
         # One put (or the caller's): every actor maps these same objects from shared memory.
@@ -301,7 +302,7 @@ class EvaluationPool:
         finally:
             self._flush(pending)  # also when an evaluation fails: keep what finished
             if self.metrics is not None and done:
-                self.metrics.evaluated(done, done / (time.perf_counter() - started))
+                self.metrics.evaluated(done, time.perf_counter() - started)
 
     def _flush(self, pending: list[SubnetResult]) -> None:
         if self.store is not None and pending:

@@ -152,7 +152,11 @@ def _tune(
     trainable = tune.with_parameters(SubnetTrial, shared=shared, chunks=settings.chunks, seed=settings.seed)
     searcher = ArchSearcher(algorithm)
     labels = {"search": settings.name, "searcher": settings.searcher, "scheduler": settings.scheduler}
-    recorder = RecordEvaluations(log, problem, labels, trained.checkpoint_id)
+    from nasfleet.orchestrator.metrics import ray_metrics
+
+    # The driver's metrics, exported by its Ray node's agent: trials recorded and the best accuracy so far.
+    metrics = ray_metrics().for_run(trained.config.run_name)
+    recorder = RecordEvaluations(log, problem, labels, trained.checkpoint_id, metrics)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         tune_config=tune.TuneConfig(

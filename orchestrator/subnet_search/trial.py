@@ -23,6 +23,7 @@ from ray.tune.search import Searcher
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.evaluate.pool import SharedSupernet, SupernetReplica
+from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.orchestrator.results.store import ParquetLog
 from nasfleet.orchestrator.subnet_search.log import evaluation_row
 from nasfleet.strategies.searchers import Evaluated, SearchAlgorithm, SearchProblem
@@ -126,13 +127,18 @@ class ArchSearcher(Searcher):
 class RecordEvaluations(tune.Callback):
     """Appends each finished or stopped trial to the search's Parquet log as it ends, so a killed driver loses none."""
 
-    def __init__(self, log: ParquetLog, problem: SearchProblem, labels: dict[str, str], checkpoint: str) -> None:
+    def __init__(
+        self, log: ParquetLog, problem: SearchProblem, labels: dict[str, str], checkpoint: str,
+        metrics: TrainingMetrics | None = None,
+    ) -> None:
         self.log = log
         self.problem = problem
         self.labels = labels
         self.checkpoint = checkpoint
+        self.metrics = metrics
         self.recorded = 0
         self.val_samples = 0
+        self.best_accuracy = 0.0
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result
@@ -146,3 +152,7 @@ class RecordEvaluations(tune.Callback):
         self.log.append_rows([row])
         self.recorded += 1
         self.val_samples += row["val_samples"]
+        self.best_accuracy = max(self.best_accuracy, float(result["accuracy"]))
+        if self.metrics is not None:
+            self.metrics.search_trial(self.labels["search"], self.labels["searcher"], self.best_accuracy)
+            self.metrics.evaluated(1, float(result.get("time_total_s", 0.0)))

@@ -156,6 +156,7 @@ def train_rank(
     batches = BatchStream(setup.data.train, job.data.batch_size, job.seed, rank, world, sampler=setup.strategy)
     shared = tuple(t.to(backend.device) for t in batches.shared_batch())
     role_means, window, metrics = RoleMeans(), ThroughputWindow(job.data.batch_size, world), context.metrics()
+    metrics = metrics.for_run(job.run_name) if metrics is not None else None
     backend.module.train()
     while progress.step < last_step:
         step = progress.step

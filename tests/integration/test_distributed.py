@@ -117,13 +117,15 @@ def test_rank_zero_metrics_are_scraped_from_rays_agent_endpoint(straight: JobCon
             sample.name: sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name.startswith("ray_nasfleet_")
+            if sample.name.startswith("ray_nasfleet_") and sample.labels.get("run") == straight.run_name
         }
-        steps = values.get("ray_nasfleet_train_steps_total", values.get("ray_nasfleet_train_steps"))
+        steps = values.get("ray_nasfleet_train_steps_total")
         if steps is None:
             time.sleep(2)
+    # The names of prometheus_client's endpoint behind Ray's own prefix, and the run label on each series.
     assert steps is not None and steps >= 12, sorted(values)
-    assert any(name.startswith("ray_nasfleet_subnet_accuracy") for name in values)
+    assert values["ray_nasfleet_train_samples_total"] >= 12 * straight.data.batch_size * 2
+    assert any(name.startswith("ray_nasfleet_subnet_accuracy_ratio") for name in values)
 
 
 def test_the_written_config_reruns_the_job_and_a_resume_after_a_failed_attempt_is_exact(

@@ -116,13 +116,14 @@ def test_pool_throughput_is_exported_as_prometheus_metrics(pool: EvaluationPool,
 
     endpoint = prometheus_metrics(port=0)
     try:
-        pool.metrics = endpoint.metrics
+        pool.metrics = endpoint.metrics.for_run(pool.run_name)
         pool.evaluate(archs_to_evaluate(trained)[:3])
         with urllib.request.urlopen(endpoint.url, timeout=10) as response:
             text = response.read().decode()
     finally:
         pool.metrics = None
         endpoint.close()
-    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
-    assert samples["nasfleet_eval_subnets_total"] == 3
-    assert samples["nasfleet_eval_subnets_per_second"] > 0
+    samples = {(s.name, s.labels.get("run")): s.value for family in text_string_to_metric_families(text)
+               for s in family.samples}
+    assert samples[("nasfleet_eval_subnets_total", pool.run_name)] == 3
+    assert samples[("nasfleet_eval_seconds_total", pool.run_name)] > 0

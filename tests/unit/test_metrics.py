@@ -32,12 +32,18 @@ def test_single_process_training_serves_its_metrics_on_loopback(tiny: JobConfig)
         samples = scrape(endpoint.url)
     finally:
         endpoint.close()
-    assert samples[("nasfleet_train_steps_total", ())] == 12
-    assert samples[("nasfleet_checkpoint_seconds_count", ())] == 3  # steps 4, 8, 12
-    assert samples[("nasfleet_train_samples_per_second", ())] > 0
+    run = (("run", tiny.run_name),)
+    assert samples[("nasfleet_train_steps_total", run)] == 12
+    # Counters to rate(): every example and subnet pass of the 12 steps (batch 32; sandwich: 3 subnets a step).
+    assert samples[("nasfleet_train_samples_total", run)] == 12 * tiny.data.batch_size
+    assert samples[("nasfleet_train_subnets_total", run)] == 12 * 3
+    assert samples[("nasfleet_train_compute_seconds_total", run)] > 0
+    assert ("nasfleet_train_allreduce_seconds_total", run) not in samples  # one process: nothing to count
+    assert samples[("nasfleet_checkpoint_seconds_count", run)] == 3  # steps 4, 8, 12
     for role in ("largest", "smallest", "random"):
-        assert 0 <= samples[("nasfleet_subnet_accuracy", (("role", role),))] <= 1
-        assert samples[("nasfleet_subnet_loss", (("role", role),))] > 0
+        assert 0 <= samples[("nasfleet_subnet_accuracy_ratio", (("role", role), *run))] <= 1
+        assert samples[("nasfleet_subnet_loss", (("role", role), *run))] > 0
+    assert all(labels and dict(labels)["run"] == tiny.run_name for (name, labels) in samples if name.startswith("nasfleet"))
 
 
 def test_a_port_in_use_is_a_user_error() -> None:
