@@ -87,7 +87,9 @@ def _summary_table(rows: list[dict], title: str) -> Table:
 def simulate(
     topology: str = typer.Option(..., "--topology", "-t", help=TOPOLOGY_HELP),
     collective: str = typer.Option("allreduce", help="allreduce, allgather, reducescatter, alltoall, broadcast, p2p, incast."),
-    algorithm: Optional[str] = typer.Option(None, help="ring, halving-doubling, double-binary-tree, direct (alltoall: pairwise, direct)."),
+    algorithm: Optional[str] = typer.Option(
+        None, help="ring, halving-doubling, double-binary-tree, direct, hierarchical (alltoall: pairwise, direct)."
+    ),
     ranks: Optional[int] = typer.Option(None, help="Number of ranks (default: every GPU slot)."),
     size: str = typer.Option("1GiB", help="Bytes per rank, e.g. 64MiB, 1GiB, 1e9."),
     routing: str = typer.Option(
@@ -96,7 +98,10 @@ def simulate(
     fidelity: str = typer.Option("flow", help="analytical (congestion bound) or flow (max-min fair, event driven)."),
     seed: int = typer.Option(0, help="Hash seed for ecmp/ecmp-K (and a random placement)."),
     seeds: int = typer.Option(1, help="For ecmp/ecmp-K: run this many seeds from --seed, report mean and worst."),
-    gpus_per_host: int = typer.Option(1, help="Ranks per host; traffic inside a host is not on the network."),
+    gpus_per_host: Optional[int] = typer.Option(
+        None, help="Ranks per host (default: the topology's GPUs per host, else 1); traffic inside a host is not on "
+        "the network (it crosses the NVLink tier if the topology has one).",
+    ),
     placement: str = typer.Option("contiguous", help="contiguous, strided or random."),
     pipeline_chunk: str = typer.Option(format_bytes(DEFAULT_PIPELINE_CHUNK_BYTES), help="Chunk of pipelined tree/chain algorithms."),
     calibration: Optional[Path] = typer.Option(None, help="Fitted alpha/beta JSON from 'calibrate': adds alpha per step, caps NICs at 1/beta."),
@@ -115,8 +120,12 @@ def simulate(
     if flow_rates and not (json_output and fidelity == "flow"):
         raise NasfleetError("--flow-rates needs --json and --fidelity flow (rates come from the flow-level solver)")
     topo, alpha_s = _apply_calibration(resolve_topology(topology), calibration)
+    gpus_per_host = gpus_per_host if gpus_per_host is not None else max(1, topo.gpus_per_host)
     size_bytes = parse_size_bytes(size)
-    coll = build_collective(collective, _ranks(ranks, topo, gpus_per_host), size_bytes, algorithm, parse_size_bytes(pipeline_chunk))
+    coll = build_collective(
+        collective, _ranks(ranks, topo, gpus_per_host), size_bytes, algorithm, parse_size_bytes(pipeline_chunk),
+        ranks_per_host=gpus_per_host * topo.endpoints_per_server,
+    )
     summary = simulate_over_seeds(
         topo, coll, routing, seeds=seeds, first_seed=seed, fidelity=fidelity,
         gpus_per_host=gpus_per_host, placement=placement, alpha_s=alpha_s, record_flows=flow_rates,

@@ -249,6 +249,25 @@ def _pairwise_alltoall(p: int, n: float) -> list[tuple[Step, int]]:
     return [(_ring_shift(p, k, n / p), 1) for k in range(1, p)]
 
 
+def _hierarchical_allreduce(p: int, n: float, local: int) -> list[tuple[Step, int]]:
+    """All-reduce in three stages over hosts of ``local`` consecutive ranks.
+
+    Reduce inside each host (a direct reduce-scatter: every rank sends n/L to each of the
+    host's other L − 1 ranks, one step on an NVSwitch), all-reduce across hosts (L rings
+    at once, ring i over the ranks of local index i, each of the n/L shard i: 2(H − 1)
+    steps of n/(L·H)), then broadcast inside the host (a direct all-gather, the first
+    stage reversed). On a rail-optimised fabric ring i stays on rail i.
+    """
+    if p % local:
+        raise NasfleetError(f"hierarchical all-reduce needs whole hosts: {p} ranks are not a multiple of {local} per host")
+    hosts = p // local
+    rank = np.arange(p)
+    host, index = rank // local, rank % local
+    inside = Step.of(np.repeat(rank, local), np.repeat(host, local) * local + np.tile(np.arange(local), p), n / local)
+    across = Step.of(rank, (host + 1) % hosts * local + index, n / (local * hosts))
+    return [(inside, 1), (across, 2 * (hosts - 1)), (inside, 1)]
+
+
 Builder = Callable[[int, float, int], list[tuple[Step, int]]]
 
 _ALGORITHMS: dict[str, dict[str, Builder]] = {
@@ -281,6 +300,13 @@ _ALGORITHMS: dict[str, dict[str, Builder]] = {
     "incast": {"direct": lambda p, n, c: [(Step.of(np.arange(1, p), np.zeros(p - 1), n), 1)]},
 }
 
+GroupedBuilder = Callable[[int, float, int], list[tuple[Step, int]]]
+
+_HOST_AWARE: dict[str, dict[str, GroupedBuilder]] = {
+    "allreduce": {"hierarchical": _hierarchical_allreduce},
+}
+"""Algorithms that need to know which ranks share a host (called with ranks, size, ranks per host)."""
+
 DEFAULT_ALGORITHM = {
     "allreduce": "ring",
     "reducescatter": "ring",
@@ -305,7 +331,8 @@ def collective_kinds() -> list[str]:
 
 
 def algorithms_for(kind: str) -> list[str]:
-    return list(_ALGORITHMS[normalize_kind(kind)])
+    kind = normalize_kind(kind)
+    return [*_ALGORITHMS[kind], *_HOST_AWARE.get(kind, {})]
 
 
 def normalize_kind(kind: str) -> str:
@@ -318,7 +345,7 @@ _PIPELINED = {"allreduce": ("double-binary-tree",), "broadcast": ("ring",)}
 """The algorithms whose step count grows with size / pipeline chunk."""
 
 
-def _stored_flows(kind: str, algorithm: str, ranks: int) -> int:
+def _stored_flows(kind: str, algorithm: str, ranks: int, ranks_per_host: int = 1) -> int:
     """An upper bound on the flows a collective's distinct step patterns hold, from its shape alone.
 
     All-pairs algorithms store p(p − 1) flows (pairwise all-to-all as p − 1 patterns of p);
@@ -326,6 +353,8 @@ def _stored_flows(kind: str, algorithm: str, ranks: int) -> int:
     """
     if algorithm == "pairwise" or (algorithm == "direct" and kind in ("allreduce", "reducescatter", "allgather", "alltoall")):
         return ranks * (ranks - 1)
+    if algorithm == "hierarchical":  # the in-host exchange (L − 1 flows per rank) and one ring
+        return ranks * (min(ranks_per_host, ranks) + 1)
     return 4 * ranks * max(1, (ranks - 1).bit_length())
 
 
@@ -335,18 +364,23 @@ def build_collective(
     size_bytes: float,
     algorithm: str | None = None,
     pipeline_chunk_bytes: int = DEFAULT_PIPELINE_CHUNK_BYTES,
+    ranks_per_host: int = 1,
 ) -> Collective:
     """The steps of collective ``kind`` run by ``algorithm`` over ``ranks`` ranks.
 
     ``algorithm`` defaults to the usual one (ring, or pairwise for all-to-all);
-    ``pipeline_chunk_bytes`` is the chunk of the pipelined tree and chain algorithms.
+    ``pipeline_chunk_bytes`` is the chunk of the pipelined tree and chain algorithms;
+    ``ranks_per_host`` tells host-aware algorithms (``hierarchical``) that ranks
+    ``h·L .. h·L + L − 1`` share host h (a contiguous placement).
     """
     kind = normalize_kind(kind)
     algorithm = algorithm or DEFAULT_ALGORITHM[kind]
-    if algorithm not in _ALGORITHMS[kind]:
+    if algorithm not in algorithms_for(kind):
         raise NasfleetError(
-            f"unknown algorithm {algorithm!r} for {kind}: choose one of {', '.join(_ALGORITHMS[kind])}"
+            f"unknown algorithm {algorithm!r} for {kind}: choose one of {', '.join(algorithms_for(kind))}"
         )
+    if int(ranks_per_host) != ranks_per_host or ranks_per_host < 1:
+        raise NasfleetError(f"bad ranks per host {ranks_per_host}: must be a positive integer")
     if int(ranks) != ranks or ranks < 1:
         raise NasfleetError(f"bad number of ranks {ranks}: must be a positive integer")
     if kind in ("p2p", "incast") and ranks < 2:
@@ -356,9 +390,14 @@ def build_collective(
     if pipeline_chunk_bytes <= 0:
         raise NasfleetError(f"bad pipeline chunk {pipeline_chunk_bytes}: must be positive")
     ranks = int(ranks)
-    flows = _stored_flows(kind, algorithm, ranks)
+    flows = _stored_flows(kind, algorithm, ranks, int(ranks_per_host))
     check_memory(f"{algorithm} {kind} over {ranks:,} ranks ({flows:,} flows)", flows * BYTES_PER_FLOW)
-    steps = _ALGORITHMS[kind][algorithm](ranks, float(size_bytes), int(pipeline_chunk_bytes)) if ranks > 1 else []
+    if ranks <= 1:
+        steps = []
+    elif algorithm in _HOST_AWARE.get(kind, {}):
+        steps = _HOST_AWARE[kind][algorithm](ranks, float(size_bytes), int(ranks_per_host))
+    else:
+        steps = _ALGORITHMS[kind][algorithm](ranks, float(size_bytes), int(pipeline_chunk_bytes))
     collective = from_steps(kind, algorithm, ranks, size_bytes, steps)
     if collective.num_steps > MAX_STEPS:
         chunk = f" in {format_bytes(pipeline_chunk_bytes)} pipeline chunks" if algorithm in _PIPELINED.get(kind, ()) else ""

@@ -75,12 +75,18 @@ class RoutingContext:
     pair: np.ndarray  # ToR-pair index of each flow into ``paths``
     paths: PathSet
     path_latency_s: np.ndarray
+    src_gpu: np.ndarray | None = None  # GPU of each flow's ends, with an intra-host tier
+    dst_gpu: np.ndarray | None = None
 
     @staticmethod
     def build(topology: Topology, step: Step, rank_host: np.ndarray) -> "RoutingContext":
         src_host, dst_host = rank_host[step.src], rank_host[step.dst]
-        tor = topology.host_tor
-        key = tor[src_host] * topology.num_tors + tor[dst_host]
+        tor, server = topology.host_tor, topology.host_server
+        # traffic inside a server takes no fabric path, even between two of its rails' leaves
+        src_tor = tor[src_host]
+        dst_tor = np.where(server[src_host] == server[dst_host], src_tor, tor[dst_host])
+        key = src_tor * topology.num_tors + dst_tor
+        gpu = topology.rank_gpus(rank_host) if topology.intra_host is not None else None
         unique, pair = np.unique(key, return_inverse=True)
         paths = topology.fabric_paths(unique // topology.num_tors, unique % topology.num_tors)
         latency = topology.link_latency_s
@@ -95,6 +101,8 @@ class RoutingContext:
             pair=pair.ravel(),
             paths=paths,
             path_latency_s=fabric,
+            src_gpu=None if gpu is None else gpu[step.src],
+            dst_gpu=None if gpu is None else gpu[step.dst],
         )
 
     @property
@@ -107,8 +115,14 @@ class RoutingContext:
 
     @property
     def on_host(self) -> np.ndarray:
-        """Flows between two ranks on one host: they never touch the network."""
-        return self.src_host == self.dst_host
+        """Flows between two ranks on one server: they never touch the network."""
+        server = self.topology.host_server
+        return server[self.src_host] == server[self.dst_host]
+
+    @property
+    def carried(self) -> np.ndarray:
+        """Flows that occupy links: those between servers, and with an intra-host tier all of them."""
+        return ~self.on_host | (self.src_gpu is not None)
 
     def path_capacity_weights(self) -> np.ndarray:
         """Weight of every path in ``paths``: the capacity of its slowest fabric link.
@@ -136,9 +150,14 @@ class RoutingContext:
         return self.paths.links.shape[1]
 
     def host_links(self, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Host up- and down-link of each flow, and their combined latency."""
+        """Host up- and down-link of each flow (a flow inside a server: its GPUs' intra-host links),
+        and their combined latency."""
         topo = self.topology
         up, down = topo.host_up_link[self.src_host[flow]], topo.host_down_link[self.dst_host[flow]]
+        if self.src_gpu is not None:
+            inside = self.on_host[flow]
+            up = np.where(inside, topo.intra_up_link(self.src_gpu[flow]), up)
+            down = np.where(inside, topo.intra_down_link(self.dst_gpu[flow]), down)
         return up, down, topo.link_latency_s[up] + topo.link_latency_s[down]
 
     def single_path_transfers(self, flow: np.ndarray, path_row: np.ndarray, size_bytes: np.ndarray) -> Transfers:
@@ -146,7 +165,7 @@ class RoutingContext:
         up, down, host_latency = self.host_links(flow)
         fabric = self.paths.links[path_row]
         links = np.concatenate([up[:, None], fabric, down[:, None]], axis=1)
-        off_host = ~self.on_host[flow]
+        off_host = self.carried[flow]
         valid = (links >= 0) & off_host[:, None]
         rows = np.broadcast_to(np.arange(len(flow))[:, None], links.shape)[valid]
         incidence = sp.csr_matrix(
@@ -243,7 +262,7 @@ class SprayRouting:
         weight = self.path_weights(ctx)[path_row]
         share = weight / np.bincount(flow, weights=weight, minlength=ctx.num_flows)[flow]
         up, down, host_latency = ctx.host_links(flows)
-        off = ~ctx.on_host
+        off = ctx.carried
         rows = np.concatenate([flows[off], flows[off], np.broadcast_to(flow[:, None], fabric.shape)[valid]])
         cols = np.concatenate([up[off], down[off], fabric[valid]])
         vals = np.concatenate([np.ones(2 * off.sum()), np.broadcast_to(share[:, None], fabric.shape)[valid]])

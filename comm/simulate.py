@@ -195,6 +195,14 @@ class SimulationResult:
         }
 
 
+def check_gpus_per_host(topology: Topology, gpus_per_host: int) -> None:
+    """Refuse more ranks per host than a topology with an intra-host tier has GPUs there."""
+    slots = topology.gpus_per_host
+    if topology.intra_host is not None and gpus_per_host > slots:
+        where = "endpoint (one GPU per NIC on a rail fabric)" if topology.endpoints_per_server > 1 else "host"
+        raise NasfleetError(f"{gpus_per_host} ranks per host do not fit: topology {topology.name} has {slots} GPU(s) per {where}")
+
+
 def _check_fidelity(fidelity: str) -> None:
     if fidelity not in FIDELITIES:
         raise NasfleetError(f"unknown fidelity {fidelity!r}: choose one of {', '.join(FIDELITIES)}")
@@ -225,6 +233,7 @@ def simulate(
         raise NasfleetError(f"bad alpha_s {alpha_s}: must be a finite number, not negative")
     schedule_router = get_routing(routing)
     started = time.perf_counter()
+    check_gpus_per_host(topology, gpus_per_host)
     rank_host = place_ranks(collective.ranks, topology.num_hosts, gpus_per_host, placement, seed)
     coll = collective if dedup else collective.expanded()
     # every distinct pattern keeps its link loads and its flows' finish times

@@ -45,6 +45,20 @@ class LinkFailure:
 
 
 @dataclass(frozen=True)
+class IntraHostTier:
+    """GPUs of one server on an NVLink/NVSwitch-class fabric.
+
+    Every GPU has one link to its server's switch and one back, at ``gbps`` each with
+    ``latency_ns``; a flow between two GPUs of one server crosses the sender's and the
+    receiver's link and never the network. Without a tier such flows take no time.
+    """
+
+    gpus: int
+    gbps: float
+    latency_ns: float = 0.0
+
+
+@dataclass(frozen=True)
 class PathSet:
     """Shortest fabric paths for a batch of (source ToR, destination ToR) pairs.
 
@@ -123,10 +137,59 @@ class Topology(ABC):
     # --- shared ---------------------------------------------------------------------
     hosts_per_leaf: int
     latency_ns: float
+    intra_host: IntraHostTier | None = None  # a subclass with an intra-host tier declares it as a field
 
     @cached_property
     def host_tor(self) -> np.ndarray:
         return np.arange(self.num_hosts, dtype=np.int64) // self.hosts_per_leaf
+
+    # --- the intra-host tier ----------------------------------------------------------
+    # A "host" is a network endpoint (a NIC, link ids 0..2H-1). A server holds
+    # endpoints_per_server of them (1, or one per rail on a rail-optimised fabric) and,
+    # with a tier, its GPUs; GPU links follow every other link.
+    endpoints_per_server: int = 1
+
+    @cached_property
+    def host_server(self) -> np.ndarray:
+        """Server of every host (endpoint): flows between two endpoints of one server stay inside it."""
+        return np.arange(self.num_hosts, dtype=np.int64) // self.endpoints_per_server
+
+    @property
+    def gpus_per_host(self) -> int:
+        """GPU slots behind one endpoint: the tier's GPUs, or 1 per endpoint on a rail fabric (0: no tier)."""
+        if self.intra_host is None:
+            return 0
+        return self.intra_host.gpus // self.endpoints_per_server
+
+    @property
+    def _intra_links(self) -> int:
+        return 2 * self.num_hosts * self.gpus_per_host
+
+    @property
+    def _intra_base(self) -> int:
+        return self.num_links - self._intra_links
+
+    def intra_up_link(self, gpu: np.ndarray) -> np.ndarray:
+        return self._intra_base + np.asarray(gpu, dtype=np.int64)
+
+    def intra_down_link(self, gpu: np.ndarray) -> np.ndarray:
+        return self._intra_base + self.num_hosts * self.gpus_per_host + np.asarray(gpu, dtype=np.int64)
+
+    def rank_gpus(self, rank_host: np.ndarray) -> np.ndarray:
+        """GPU of every rank: ``host × gpus_per_host + i`` for the i-th rank placed on that host."""
+        rank_host = np.asarray(rank_host, dtype=np.int64)
+        order = np.argsort(rank_host, kind="stable")
+        sorted_hosts = rank_host[order]
+        first = np.searchsorted(sorted_hosts, sorted_hosts, side="left")
+        local = np.empty_like(rank_host)
+        local[order] = np.arange(len(rank_host)) - first
+        return rank_host * max(1, self.gpus_per_host) + local
+
+    def _intra_label(self, link: int) -> str:
+        gpu = (link - self._intra_base) % (self.num_hosts * self.gpus_per_host)
+        server = int(self.host_server[gpu // self.gpus_per_host])
+        up = link - self._intra_base < self.num_hosts * self.gpus_per_host
+        return f"gpu{gpu}->nvswitch{server}" if up else f"nvswitch{server}->gpu{gpu}"
 
     @property
     def host_up_link(self) -> np.ndarray:
@@ -140,6 +203,8 @@ class Topology(ABC):
     def link_bytes_per_s(self) -> np.ndarray:
         """Capacity of every link after failures (0 for a removed link)."""
         capacity = self._nominal_link_bytes_per_s().astype(np.float64)
+        if self.intra_host is not None:
+            capacity[self._intra_base :] = gbps_to_bytes_per_s(self.intra_host.gbps)
         for failure in self.failures:
             ids = self.links_between(failure.node_a, failure.node_b)
             capacity[ids] = gbps_to_bytes_per_s(failure.gbps)
@@ -147,7 +212,10 @@ class Topology(ABC):
 
     @cached_property
     def link_latency_s(self) -> np.ndarray:
-        return np.full(self.num_links, self.latency_ns * 1e-9)
+        latency = np.full(self.num_links, self.latency_ns * 1e-9)
+        if self.intra_host is not None:
+            latency[self._intra_base :] = self.intra_host.latency_ns * 1e-9
+        return latency
 
     @property
     def host_bytes_per_s(self) -> float:
@@ -205,6 +273,13 @@ class Topology(ABC):
         latency_ns = getattr(self, "latency_ns", 0.0)
         if not (latency_ns >= 0 and math.isfinite(latency_ns)):
             raise NasfleetError(f"bad topology: latency_ns must be a finite number, not negative, got {latency_ns}")
+        if self.intra_host is not None:
+            tier = self.intra_host
+            if int(tier.gpus) != tier.gpus or tier.gpus < 1:
+                raise NasfleetError(f"bad topology: gpus_per_host must be a positive integer, got {tier.gpus}")
+            _check_positive(nvlink_gbps=tier.gbps)
+            if not (tier.latency_ns >= 0 and math.isfinite(tier.latency_ns)):
+                raise NasfleetError(f"bad topology: nvlink_latency_ns must be a finite number, not negative, got {tier.latency_ns}")
         check_memory(f"topology {self.name} with {self.num_links:,} links", self.num_links * BYTES_PER_LINK)
         self._check_failures()
 
@@ -234,6 +309,7 @@ class LeafSpine(Topology):
     latency_ns: float = 0.0
     failures: tuple[LinkFailure, ...] = field(default_factory=tuple)
     name: str = "leafspine"
+    intra_host: IntraHostTier | None = None
 
     def __post_init__(self) -> None:
         _check_positive(leaves=self.leaves, spines=self.spines, hosts=self.hosts_per_leaf, gbps=self.gbps)
@@ -249,7 +325,7 @@ class LeafSpine(Topology):
 
     @property
     def num_links(self) -> int:
-        return 2 * self.num_hosts + 2 * self.leaves * self.spines
+        return 2 * self.num_hosts + 2 * self.leaves * self.spines + self._intra_links
 
     @property
     def effective_uplink_gbps(self) -> float:
@@ -294,10 +370,12 @@ class LeafSpine(Topology):
 
     def link_label(self, link: int) -> str:
         h, ls = self.num_hosts, self.leaves * self.spines
+        if link >= self._intra_base:
+            return self._intra_label(link)
         if link < h:
-            return f"host{link}->leaf{link // self.hosts_per_leaf}"
+            return f"host{link}->leaf{self.host_tor[link]}"
         if link < 2 * h:
-            return f"leaf{(link - h) // self.hosts_per_leaf}->host{link - h}"
+            return f"leaf{self.host_tor[link - h]}->host{link - h}"
         if link < 2 * h + ls:
             leaf, spine = divmod(link - 2 * h, self.spines)
             return f"leaf{leaf}->spine{spine}"
@@ -315,7 +393,53 @@ class LeafSpine(Topology):
             "latency_ns": self.latency_ns,
             "oversubscription": self.oversubscription,
             "failures": [f"{f.node_a}-{f.node_b}:{f.gbps:g}" for f in self.failures],
+            **_describe_tier(self.intra_host),
         }
+
+
+def _describe_tier(tier: IntraHostTier | None) -> dict:
+    if tier is None:
+        return {}
+    return {"gpus_per_host": tier.gpus, "nvlink_gbps": tier.gbps, "nvlink_latency_ns": tier.latency_ns}
+
+
+@dataclass(frozen=True)
+class RailLeafSpine(LeafSpine):
+    """Rail-optimised leaf-spine: GPU i of every server has its own NIC on rail leaf i.
+
+    Servers of ``intra_host.gpus`` GPUs (the rails) come in groups of ``hosts_per_leaf``;
+    group g has one leaf per rail, ``leaves = groups × rails``, and every leaf connects to
+    every spine. Endpoint (host) ``s × rails + i`` is GPU i of server s; its NIC is on
+    leaf ``(s // hosts_per_leaf) × rails + i``. GPUs of one server talk over the
+    intra-host tier, so a ring over same-index GPUs of a group never leaves its rail leaf.
+    """
+
+    name: str = "rail"
+
+    def __post_init__(self) -> None:
+        if self.intra_host is None:
+            raise NasfleetError("bad rail topology: it needs GPUs per server (the rails) and an NVLink rate")
+        if self.leaves % self.intra_host.gpus:
+            raise NasfleetError(f"bad rail topology: {self.leaves} leaves are not a whole number of groups of "
+                                f"{self.intra_host.gpus} rails")
+        super().__post_init__()
+
+    @property
+    def endpoints_per_server(self) -> int:  # type: ignore[override]
+        return self.intra_host.gpus
+
+    @property
+    def rails(self) -> int:
+        return self.intra_host.gpus
+
+    @cached_property
+    def host_tor(self) -> np.ndarray:
+        endpoint = np.arange(self.num_hosts, dtype=np.int64)
+        server, rail = endpoint // self.rails, endpoint % self.rails
+        return (server // self.hosts_per_leaf) * self.rails + rail
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kind": "rail", "groups": self.leaves // self.rails, "rails": self.rails}
 
 
 @dataclass(frozen=True)
@@ -492,8 +616,10 @@ def leaf_spine(
     latency_ns: float = 0.0,
     failures: tuple[LinkFailure, ...] = (),
     name: str | None = None,
+    intra_host: IntraHostTier | None = None,
 ) -> LeafSpine:
-    """A leaf-spine fabric; give ``uplink_gbps`` or ``oversubscription``, not both."""
+    """A leaf-spine fabric; give ``uplink_gbps`` or ``oversubscription``, not both; ``intra_host``
+    adds GPUs per host on an NVLink-class tier."""
     if uplink_gbps is not None and oversubscription is not None:
         raise NasfleetError("bad topology: give uplink_gbps or oversubscription, not both")
     if oversubscription is not None:
@@ -508,6 +634,41 @@ def leaf_spine(
         latency_ns=latency_ns,
         failures=tuple(failures),
         name=name or f"leafspine-{leaves}x{spines}x{hosts}",
+        intra_host=intra_host,
+    )
+
+
+def rail_leaf_spine(
+    servers: int,
+    rails: int,
+    spines: int,
+    gbps: float,
+    nvlink_gbps: float,
+    servers_per_leaf: int | None = None,
+    uplink_gbps: float | None = None,
+    latency_ns: float = 0.0,
+    nvlink_latency_ns: float = 0.0,
+    failures: tuple[LinkFailure, ...] = (),
+    name: str | None = None,
+) -> RailLeafSpine:
+    """A rail-optimised leaf-spine of ``servers`` servers with ``rails`` GPUs (and NICs) each.
+
+    ``servers_per_leaf`` (default: all of them) servers share a group of rail leaves.
+    """
+    per_leaf = servers if servers_per_leaf is None else servers_per_leaf
+    _check_positive(servers=servers, rails=rails, servers_per_leaf=per_leaf)
+    if servers % per_leaf:
+        raise NasfleetError(f"bad rail topology: {servers} servers are not a whole number of groups of {per_leaf}")
+    return RailLeafSpine(
+        leaves=servers // per_leaf * rails,
+        spines=spines,
+        hosts_per_leaf=per_leaf,
+        gbps=gbps,
+        uplink_gbps=uplink_gbps,
+        latency_ns=latency_ns,
+        failures=tuple(failures),
+        name=name or f"rail-{servers}x{rails}",
+        intra_host=IntraHostTier(rails, nvlink_gbps, nvlink_latency_ns),
     )
 
 

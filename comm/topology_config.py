@@ -17,18 +17,24 @@ and a YAML file with the same keys describe the same fabric::
         gbps: 100                    # degraded
 
 A fat-tree is either ``k: 8`` (classic k-ary) or ``pods, leaves, spines, cores, hosts``.
+
+A leaf-spine may add an intra-host tier, ``gpus_per_host: 8, nvlink_gbps: 3600,
+nvlink_latency_ns: 100`` (every GPU has a link of that rate to and from its host's
+NVSwitch). A rail-optimised leaf-spine is ``kind: rail`` with ``servers``, ``rails``
+(GPUs and NICs per server; GPU i of every server on rail leaf i), ``servers_per_leaf``
+(default all), ``spines``, ``gbps``, ``nvlink_gbps`` and the optional keys above.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 from nasfleet.errors import NasfleetError
-from nasfleet.comm.topology import FatTree, LinkFailure, Topology, fat_tree_k, leaf_spine
+from nasfleet.comm.topology import FatTree, IntraHostTier, LinkFailure, Topology, fat_tree_k, leaf_spine, rail_leaf_spine
 
 
 class FailureConfig(BaseModel):
@@ -55,8 +61,14 @@ class LeafSpineConfig(BaseModel):
     oversubscription: PositiveFloat | None = None
     latency_ns: NonNegativeFloat = 0.0
     failures: list[FailureConfig] = []
+    gpus_per_host: Optional[PositiveInt] = None
+    nvlink_gbps: Optional[PositiveFloat] = None
+    nvlink_latency_ns: NonNegativeFloat = 0.0
 
     def build(self) -> Topology:
+        if (self.gpus_per_host is None) != (self.nvlink_gbps is None):
+            raise NasfleetError("bad leafspine: an intra-host tier needs both gpus_per_host and nvlink_gbps")
+        tier = None if self.nvlink_gbps is None else IntraHostTier(self.gpus_per_host, self.nvlink_gbps, self.nvlink_latency_ns)
         return leaf_spine(
             leaves=self.leaves,
             spines=self.spines,
@@ -65,6 +77,38 @@ class LeafSpineConfig(BaseModel):
             uplink_gbps=self.uplink_gbps,
             oversubscription=self.oversubscription,
             latency_ns=self.latency_ns,
+            failures=tuple(f.to_failure() for f in self.failures),
+            name=self.name,
+            intra_host=tier,
+        )
+
+
+class RailConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    kind: Literal["rail"]
+    name: str | None = None
+    servers: PositiveInt
+    rails: PositiveInt
+    servers_per_leaf: PositiveInt | None = None
+    spines: PositiveInt
+    gbps: PositiveFloat
+    uplink_gbps: PositiveFloat | None = None
+    latency_ns: NonNegativeFloat = 0.0
+    nvlink_gbps: PositiveFloat
+    nvlink_latency_ns: NonNegativeFloat = 0.0
+    failures: list[FailureConfig] = []
+
+    def build(self) -> Topology:
+        return rail_leaf_spine(
+            servers=self.servers,
+            rails=self.rails,
+            spines=self.spines,
+            gbps=self.gbps,
+            nvlink_gbps=self.nvlink_gbps,
+            servers_per_leaf=self.servers_per_leaf,
+            uplink_gbps=self.uplink_gbps,
+            latency_ns=self.latency_ns,
+            nvlink_latency_ns=self.nvlink_latency_ns,
             failures=tuple(f.to_failure() for f in self.failures),
             name=self.name,
         )
@@ -109,7 +153,7 @@ class FatTreeConfig(BaseModel):
 
 
 class _TopologyFile(BaseModel):
-    topology: Annotated[Union[LeafSpineConfig, FatTreeConfig], Field(discriminator="kind")]
+    topology: Annotated[Union[LeafSpineConfig, FatTreeConfig, RailConfig], Field(discriminator="kind")]
 
 
 def _one_line(error: ValidationError) -> str:
@@ -124,8 +168,10 @@ def topology_from_dict(data: object, source: str = "topology") -> Topology:
     """Validate a mapping with the keys above and build the topology."""
     if not isinstance(data, dict):
         raise NasfleetError(f"bad topology in {source}: expected a mapping with a 'kind' key")
-    if data.get("kind") not in ("leafspine", "fattree"):
-        raise NasfleetError(f"bad topology in {source}: kind must be 'leafspine' or 'fattree', got {data.get('kind')!r}")
+    if data.get("kind") not in ("leafspine", "fattree", "rail"):
+        raise NasfleetError(
+            f"bad topology in {source}: kind must be 'leafspine', 'fattree' or 'rail', got {data.get('kind')!r}"
+        )
     try:
         config = _TopologyFile(topology=data).topology
     except ValidationError as error:

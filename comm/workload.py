@@ -218,6 +218,8 @@ def _check_jobs(topology: Topology, jobs: list[Job], background: list[FixedRateF
         hosts = np.asarray(job.rank_host)
         if hosts.min(initial=0) < 0 or hosts.max(initial=0) >= topology.num_hosts:
             raise NasfleetError(f"job {job.name!r}: host indices must be in 0..{topology.num_hosts - 1}")
+        if topology.intra_host is not None and np.bincount(hosts).max(initial=0) > topology.gpus_per_host:
+            raise NasfleetError(f"job {job.name!r}: more ranks on one host than its {topology.gpus_per_host} GPU(s)")
         for phase in job.phases:
             _check_time(f"start time of job {job.name!r}:", phase.release_s)
         if job.begin_s is not None:
@@ -509,12 +511,13 @@ def training_job(
     routing: str = "split",
     seed: int = 0,
     pipeline_chunk_bytes: int = DEFAULT_PIPELINE_CHUNK_BYTES,
+    ranks_per_host: int = 1,
 ) -> Job:
     """One data-parallel training iteration with bucketed gradient communication.
 
     ``payload_bytes`` of gradients (parameters × dtype bytes) fill buckets of
     ``bucket_bytes`` (DeepSpeed's ``reduce_bucket_size`` × dtype bytes; torch DDP's
-    ``bucket_cap_mb``); backward, which starts ``forward_s`` after ``start_s``, produces
+    ``bucket_cap_mb``); ``ranks_per_host`` is for the ``hierarchical`` algorithm; backward, which starts ``forward_s`` after ``start_s``, produces
     them in order at a constant byte rate, so bucket i is ready at
     start + forward + backward · (bytes of buckets 0..i) / payload. Each bucket's
     collective starts when it is ready and the previous bucket's has finished.
@@ -527,7 +530,8 @@ def training_job(
     phases, produced = [], 0
     for i, bucket in enumerate(buckets):
         if bucket not in built:
-            built[bucket] = build_collective(collective, len(rank_host), bucket, algorithm, pipeline_chunk_bytes)
+            built[bucket] = build_collective(collective, len(rank_host), bucket, algorithm, pipeline_chunk_bytes,
+                                             ranks_per_host=ranks_per_host)
         produced += bucket
         ready = start_s + forward_s + backward_s * produced / payload_bytes
         phases.append(Phase(built[bucket], ready, f"bucket {i}"))

@@ -50,6 +50,7 @@ from pydantic import (
 
 from nasfleet.comm.collectives import build_collective
 from nasfleet.comm.defaults import DEFAULT_PIPELINE_CHUNK_BYTES
+from nasfleet.comm.simulate import check_gpus_per_host
 from nasfleet.comm.topology import Topology
 from nasfleet.comm.topology_config import resolve_topology, topology_from_dict
 from nasfleet.comm.units import parse_size_bytes
@@ -182,16 +183,20 @@ def _rank_host(job: JobConfig, hosts: np.ndarray) -> np.ndarray:
 
 
 def _build_job(job: JobConfig, topology: Topology, default_routing: str) -> Job:
+    check_gpus_per_host(topology, job.gpus_per_host)
     rank_host = _rank_host(job, _hosts(job, topology))
     routing = job.routing or default_routing
     chunk = parse_size_bytes(job.pipeline_chunk)
+    per_host = job.gpus_per_host * topology.endpoints_per_server  # for the hierarchical all-reduce
     if job.training is not None:
         t = job.training
         return training_job(
             job.name, rank_host, int(t.params) * t.dtype_bytes, t.bucket_bytes(), t.forward_s, t.backward_s,
-            t.optimizer_s, t.collective, t.algorithm, job.start_s, routing, job.seed, chunk,
+            t.optimizer_s, t.collective, t.algorithm, job.start_s, routing, job.seed, chunk, per_host,
         )
-    collective = build_collective(job.collective, len(rank_host), parse_size_bytes(job.size), job.algorithm, chunk)
+    collective = build_collective(
+        job.collective, len(rank_host), parse_size_bytes(job.size), job.algorithm, chunk, ranks_per_host=per_host
+    )
     return collective_job(job.name, rank_host, collective, job.start_s, routing, job.seed)
 
 
