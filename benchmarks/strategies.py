@@ -18,6 +18,9 @@ its own 2,400-step recipe; build it first), read from its cache and never traine
 ground truth: the hours of supernet work can be done while the ground truth is still being built,
 and the run above with --reuse-runs then only reads them back. Runs are named by their steps, so
 the same-compute view (``--budget passes --steps 4000``) reuses the same-steps runs it shares.
+Each finished strategy's share (run record and scored subnets, a few MB, not its weights) is kept
+in --results (benchmarks/results/strategy_runs/), committed as it grows like the ground truth: a
+later --reuse-runs, here or on another machine, reads it back instead of training again.
 
     OMP_NUM_THREADS=1 python benchmarks/strategies.py [--steps 1200] [--strategies uniform,sandwich] [--reuse-runs]
 """
@@ -45,7 +48,7 @@ def prepare(base: JobConfig, args: argparse.Namespace, steps: int) -> None:
         base, parse_strategies(args.strategies), steps, args.seed, num_subnets=args.subnets,
         nested_submodels=args.nested, work_dir=args.workdir, budget=args.budget,
     )
-    for done in run_strategies(plan.tasks(reuse=True, val_images=args.val_images), args.workers):
+    for done in run_strategies(plan.tasks(reuse=True, val_images=args.val_images, results=args.results), args.workers):
         state = "reused" if done.run.reused else f"trained in {done.run.train_wall_s:.0f} s"
         print(f"{done.strategy}: {done.run.step} steps, {state}; {len(done.fixed)} + {len(done.nested)} "
               f"subnets scored, {done.run.run_dir}")
@@ -67,6 +70,8 @@ def main() -> None:
     parser.add_argument("--budget", choices=("steps", "passes"), default="steps",
                         help="the same optimizer steps each, or --steps subnet passes each (same compute)")
     parser.add_argument("--workers", type=int, default=1, help="strategies trained at once, one process each")
+    parser.add_argument("--results", type=Path, default=RESULTS / "strategy_runs",
+                        help="finished strategy shares (run record and scores), committed as they grow")
     parser.add_argument("--val-images", type=int, default=None,
                         help="score the validation estimates on a seeded subset of this many images")
     parser.add_argument("--prepare", action="store_true",
@@ -100,7 +105,7 @@ def main() -> None:
     comparison = run_strategy_bench(
         base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
         DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth, args.budget,
-        args.workers, args.val_images,
+        args.workers, args.val_images, args.results,
     )
     payload = {
         "steps": steps,

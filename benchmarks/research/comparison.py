@@ -327,8 +327,8 @@ class ComparisonPlan:
     jobs: dict[str, JobConfig]
     """Each strategy's training job, in the order given."""
 
-    def tasks(self, reuse: bool, val_images: int | None = None) -> list[StrategyJob]:
-        return [StrategyJob(job, self.subnets, self.nested, reuse, val_images) for job in self.jobs.values()]
+    def tasks(self, reuse: bool, val_images: int | None = None, results: Path | None = None) -> list[StrategyJob]:
+        return [StrategyJob(job, self.subnets, self.nested, reuse, val_images, results) for job in self.jobs.values()]
 
 
 def plan_comparison(
@@ -397,6 +397,7 @@ def compare_strategies(
     budget: str = "steps",
     workers: int = 1,
     val_images: int | None = None,
+    results: Path | None = None,
 ) -> StrategyComparison:
     """Train each strategy for ``steps`` on ``base_config``'s task, evaluate, and write the results.
 
@@ -412,7 +413,10 @@ def compare_strategies(
     of subnet passes: each strategy trains it over its own passes per step (sandwich's four passes
     a step get a quarter of uniform's steps), the same-compute view. ``workers`` strategies train
     at once, one process each. ``val_images`` scores the validation estimates (*τ (val est.)*) on
-    a seeded subset of the validation split. Every input is checked before anything trains.
+    a seeded subset of the validation split. ``results`` keeps every strategy's finished share (its
+    run record and scored subnets, not its weights) in a folder to commit: with ``reuse_runs``, a
+    share found there is read back and nothing of it runs again. Every input is checked before
+    anything trains.
     """
     # Imported here, not at the top: the report module imports this one for the data classes.
     from nasfleet.research.report import write_comparison
@@ -441,7 +445,7 @@ def compare_strategies(
     indices = bootstrap_indices(test_size, bootstrap_resamples, seed)
     comparison.val_split_size = len(data.val)
     comparison.val_size = min(val_images or len(data.val), len(data.val))
-    for done in run_strategies(plan.tasks(reuse_runs, val_images), workers):
+    for done in run_strategies(plan.tasks(reuse_runs, val_images, results), workers):
         fixed_rows = [row.beside(truth) for row, truth in zip(done.fixed, standalone)]
         comparison.evaluations += fixed_rows + done.nested
         comparison.summaries.append(

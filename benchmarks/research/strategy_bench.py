@@ -48,6 +48,7 @@ def run_strategy_bench(
     budget: str = "steps",
     workers: int = 1,
     val_images: int | None = None,
+    results: Path | None = None,
 ) -> StrategyComparison:
     """Compare the strategies, keep the data in ``results_dir`` and write ``page_dir``/strategies.md.
 
@@ -56,13 +57,14 @@ def run_strategy_bench(
     of the same job found in ``work_dir`` instead of retraining them. ``ground_truth`` replaces
     the stand-alone runs at the supernets' steps by runs made apart, over seeds; ``budget="passes"``
     makes ``steps`` a budget of subnet passes (the same-compute view); ``workers`` strategies train at once;
-    ``val_images`` scores the validation estimates on a seeded subset.
+    ``val_images`` scores the validation estimates on a seeded subset; ``results`` keeps each
+    strategy's finished share for reuse.
     """
     comparison = compare_strategies(
         config, strategies, steps, seed, results_dir, StandaloneCache(cache_dir),
         num_subnets=subnets, nested_submodels=nested, work_dir=work_dir, plot_path=page_dir / PLOT_RELPATH,
         reuse_runs=reuse_runs, ground_truth=ground_truth, budget=budget, workers=workers,
-        val_images=val_images,
+        val_images=val_images, results=results,
     )
     page_dir.mkdir(parents=True, exist_ok=True)
     (page_dir / DOC_FILE).write_text(render_doc(comparison, PLOT_RELPATH, command))

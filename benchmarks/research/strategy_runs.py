@@ -16,10 +16,11 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -124,6 +125,8 @@ class StrategyJob:
     reuse: bool
     val_images: int | None = None
     """Score the validation split on a seeded subset of this many images (all when None)."""
+    results: Path | None = None
+    """A :class:`StrategyResults` folder: with ``reuse``, a strategy already there is read back, not run."""
 
 
 def run_folder(work_dir: Path, strategy: str, steps: int) -> Path:
@@ -235,6 +238,8 @@ def evaluate_subnets(
         scores = score_subnet(trained, arch, splits)
         wall_s = time.perf_counter() - started
         val, test = scores.get("val"), scores["test"]
+        # Kept as float32, as the result store holds them: a result read back ranks exactly as it did fresh.
+        test = ImageScores(test.correct, test.nll.astype(np.float32))
         rows.append(
             SubnetEvaluation(
                 strategy, subset, role, arch, trained.space.flops(arch) / 1e6, trained.space.params(arch),
@@ -277,12 +282,68 @@ def scored_subnets(
 
 def train_and_score(task: StrategyJob) -> StrategyRun:
     """One strategy's share: its supernet (trained, or reused) and its fixed and nested subnets scored."""
+    store = StrategyResults(task.results) if task.results is not None else None
+    if store is not None and task.reuse:
+        kept = store.get(task)
+        if kept is not None:
+            return kept
     name = task.job.strategy.name
     run = supernet_run(task.job, task.reuse)
     run = replace(run, trained=run.trained.with_val_subset(task.val_images))
     fixed = scored_subnets(run, name, "fixed", task.fixed, FIXED_SPLITS)
     nested = scored_subnets(run, name, "nested", task.nested, NESTED_SPLITS)
-    return StrategyRun(name, run.record(), fixed, nested)
+    done = StrategyRun(name, run.record(), fixed, nested)
+    if store is not None:
+        store.put(task, done)
+    return done
+
+
+class StrategyResults:
+    """A folder of finished strategy shares, one Parquet file each, meant to be committed as it grows.
+
+    A share is what the comparison needs of a strategy (its run record and its scored subnets), not
+    its checkpoints: a few MB where the run folder holds the weights and optimizer state too. It is
+    keyed by everything the share depends on (the job but its folder, the subnets, the validation
+    subset), so a share is never computed twice, on this machine or another.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @staticmethod
+    def key(task: StrategyJob) -> str:
+        settings = {
+            "job": task.job.model_dump(mode="json", exclude={"run_dir"}),
+            "fixed": [[role, arch_to_json(arch)] for role, arch in task.fixed],
+            "nested": [[role, arch_to_json(arch)] for role, arch in task.nested],
+            "val_images": task.val_images,
+            "splits": [list(FIXED_SPLITS), list(NESTED_SPLITS)],
+        }
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def path(self, task: StrategyJob) -> Path:
+        return self.folder / f"{task.job.strategy.name}-{task.job.optim.steps}steps-{self.key(task)}.parquet"
+
+    def get(self, task: StrategyJob) -> StrategyRun | None:
+        path = self.path(task)
+        if not path.is_file():
+            return None
+        table = pq.read_table(path)
+        record = json.loads(table.schema.metadata[b"nasfleet.run"])
+        run = RunRecord(Path(record["run_dir"]), record["step"], record["checkpoint_id"], record["train_wall_s"],
+                        True, record["subnets_per_step"])
+        rows = [SubnetEvaluation.from_row(row) for row in table.to_pylist()]
+        return StrategyRun(task.job.strategy.name, run, [r for r in rows if r.subset == "fixed"],
+                           [r for r in rows if r.subset == "nested"])
+
+    def put(self, task: StrategyJob, done: StrategyRun) -> None:
+        record = {**asdict(done.run), "run_dir": str(done.run.run_dir)}
+        table = pa.Table.from_pylist([r.row() for r in done.fixed + done.nested])
+        nll = table.schema.get_field_index("test_nll_per_image")  # float32 halves the file (see evaluate_subnets)
+        table = table.set_column(nll, "test_nll_per_image", table.column(nll).cast(pa.list_(pa.float32())))
+        table = table.replace_schema_metadata({b"nasfleet.run": json.dumps(record).encode()})
+        fs, folder = resolve_storage(self.folder)
+        write_parquet_atomically(table, fs, f"{folder}/{self.path(task).name}")
 
 
 def _init_worker(threads: int) -> None:

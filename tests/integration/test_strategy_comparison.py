@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -377,6 +378,31 @@ def test_reuse_runs_re_evaluates_a_finished_run_of_the_same_job(tmp_path: Path) 
     longer = compare(STEPS + 1, "c")  # another job (steps differ): retrained, not reused
     assert not longer.summaries[0].reused_run and longer.summaries[0].run_checkpoint.endswith(f"@step{STEPS + 1}")
     assert not compare(STEPS + 1, "d", reuse=False).summaries[0].reused_run
+
+
+def test_a_kept_share_is_read_back_without_its_run_folder(tmp_path: Path) -> None:
+    """The result store holds what the comparison needs of a strategy, not its weights: a share found there
+    is the whole answer, even after the run folder is gone (another machine, a fresh checkout)."""
+    def compare(reuse: bool) -> StrategyComparison:
+        return compare_strategies(
+            tiny_config(tmp_path / "unused"), ["uniform"], STEPS, 1, tmp_path / "out", StandaloneCache(tmp_path / "cache"),
+            num_subnets=8, nested_submodels=4, work_dir=tmp_path / "runs", reuse_runs=reuse, results=tmp_path / "kept",
+        )
+
+    first = compare(reuse=False)
+    (kept,) = (tmp_path / "kept").glob("uniform-*steps-*.parquet")
+    shutil.rmtree(tmp_path / "runs")
+    again = compare(reuse=True)
+    assert not (tmp_path / "runs").exists()  # nothing trained or scored
+    assert again.summaries[0].reused_run and not first.summaries[0].reused_run
+    assert [(e.role, e.subset, e.test_accuracy, e.val_accuracy, e.eval_wall_s) for e in again.evaluations] == [
+        (e.role, e.subset, e.test_accuracy, e.val_accuracy, e.eval_wall_s) for e in first.evaluations
+    ] or math.isnan(first.evaluations[-1].val_accuracy)
+    fixed = [(a, b) for a, b in zip(again.evaluations, first.evaluations) if a.subset == "fixed"]
+    assert all(np.array_equal(a.test_scores.nll, b.test_scores.nll) for a, b in fixed)  # float32 both ways
+    for field_name in ("kendall_tau", "kendall_tau_nll", "kendall_tau_low", "steps", "train_wall_s", "nested_keep_fraction"):
+        assert getattr(again.summaries[0], field_name) == getattr(first.summaries[0], field_name)
+    assert kept.stat().st_size < 1_000_000
 
 
 def test_validation_estimates_can_be_scored_on_a_seeded_subset(tmp_path: Path) -> None:
