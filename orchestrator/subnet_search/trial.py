@@ -61,6 +61,7 @@ class SubnetTrial(tune.Trainable):
         self.arch = self.space.validate(arch_from_json(arch_json))
         self.correct = self.seen = self.chunks_done = 0
         self.eval_s = 0.0
+        self.started_at = time.time()
 
     def step(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -78,6 +79,9 @@ class SubnetTrial(tune.Trainable):
             "eval_s": self.eval_s,
             "actor_pid": os.getpid(),
             "trials_in_actor": self.trials_served,
+            # Wall-clock bounds of the trial so far: what shows that --concurrency N trials ran at once.
+            "trial_started_at": self.started_at,
+            "reported_at": time.time(),
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
