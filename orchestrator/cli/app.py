@@ -17,7 +17,7 @@ import typer
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.cli.data import data_app
 from nasfleet.orchestrator.cli.profile import profile
-from nasfleet.orchestrator.cli.runs import evaluate, export, status
+from nasfleet.orchestrator.cli.runs import ensemble, evaluate, export, status
 from nasfleet.orchestrator.cli.search import search
 from nasfleet.orchestrator.cli.train import demo, train
 
@@ -30,6 +30,7 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(export)
 app.command()(status)
+app.command()(ensemble)
 app.command()(demo)
 app.command()(search)
 app.command()(profile)

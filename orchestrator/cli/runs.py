@@ -1,9 +1,9 @@
-"""``nasfleet evaluate``, ``export`` and ``status``: read a run (a folder or a storage URI)."""
+"""``nasfleet evaluate``, ``export``, ``status`` and ``ensemble``: read a run (a folder or a storage URI)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -52,6 +52,61 @@ def status(
 
     found = read_status(run, best)
     typer.echo(found.to_json() if as_json else "\n".join(found.lines()))
+
+
+def ensemble(
+    run: str = typer.Option(..., "--run", help=RUN_HELP),
+    members: int = typer.Option(3, min=1, help="How many subnets the ensemble fuses."),
+    search: Optional[str] = typer.Option(None, help="Candidates: this search's Pareto front (`nasfleet search --name`)."),
+    candidates: int = typer.Option(16, min=0, help="Without --search: this many seeded random subnets, plus the smallest and largest."),
+    seed: int = typer.Option(0, help="Seed for the random candidates."),
+    val_images: Optional[int] = typer.Option(None, min=1, help="Choose members on a seeded subset of the validation split."),
+    latency: bool = typer.Option(True, help="Measure the members' and the single best subnet's latency (batch 1, 1 thread)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Fuse K subnets chosen on validation for accuracy and diversity; compare with the best single subnet of the same FLOPs."""
+    import json
+
+    from nasfleet.orchestrator.evaluate.ensemble import build_ensemble
+    from nasfleet.orchestrator.evaluate.evaluator import standard_subnets
+    from nasfleet.orchestrator.evaluate.trained import load_trained
+    from nasfleet.orchestrator.subnet_search.experiment import search_folder
+    from nasfleet.orchestrator.subnet_search.pareto_report import load_front
+
+    trained = load_trained(run).with_val_subset(val_images)
+    if search is not None:
+        front = load_front(search_folder(run, search))
+        archs = [trained.space.arch_from_dict(m.arch) for m in front]
+        roles = [f"front-{m.index}" for m in front]
+    else:
+        archs, roles = standard_subnets(trained.space, candidates, seed)
+    unique = dict(zip(archs, roles))  # a random draw may repeat the bounds
+    report = build_ensemble(trained, list(unique), list(unique.values()), members, measure_latency=latency)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=1))
+        return
+    _print_ensemble(report, f"{run} — ensemble of {members} from {report.candidates} candidates")
+
+
+def _print_ensemble(report: Any, title: str) -> None:
+    from rich.table import Table
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    table = Table(title=title)
+    for column in ("", "subnets", "MFLOPs", "params", "val acc", "test acc", "latency ms"):
+        table.add_column(column)
+    for m in report.members:
+        table.add_row(f"member {escape(m.role)}", "1", f"{m.mflops:.2f}", f"{m.params:,}", f"{m.val_accuracy:.4f}",
+                      f"{m.test_accuracy:.4f}", ms(m.latency_ms))
+    table.add_row("[bold]ensemble[/bold]", str(len(report.members)), f"{report.mflops:.2f}", f"{report.params:,}",
+                  f"{report.val_accuracy:.4f}", f"{report.test_accuracy:.4f}", ms(report.latency_ms))
+    b = report.best_single
+    table.add_row(f"best single ≤ {report.mflops:.2f} MFLOPs ({escape(b.role)})", "1", f"{b.mflops:.2f}",
+                  f"{b.params:,}", f"{b.val_accuracy:.4f}", f"{b.test_accuracy:.4f}", ms(b.latency_ms))
+    console.print(table)
+    console.print(f"members chosen on {report.val_images:,} validation images; test on {report.test_images:,}")
 
 
 def parse_arch(text: str, space: SearchSpace) -> Arch:
