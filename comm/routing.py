@@ -286,37 +286,218 @@ class WeightedSprayRouting(SprayRouting):
         return ctx.path_capacity_weights()
 
 
+@dataclass(frozen=True)
+class _SplitPlan:
+    """A step's flows sorted into the units the splitting rules cut.
+
+    A *class* is the flows of one source ToR with one size and the same candidate
+    paths, in the same order, out of that ToR (on a healthy leaf-spine: all of a ToR's
+    cross-fabric flows of one size). Within a class flows are sorted by destination
+    ToR relative to the source (then by flow), so a *group* (class and destination
+    ToR) is a contiguous run. ``order`` lists flows in that sort; the other per-flow
+    arrays are in the same order.
+    """
+
+    order: np.ndarray
+    paths: np.ndarray  # s, candidate paths of each flow
+    class_r: np.ndarray  # r, flows in each flow's class
+    class_index: np.ndarray  # position of each flow within its class
+    group_r: np.ndarray
+    group_index: np.ndarray
+    class_first: np.ndarray  # whether a flow is the first of its class
+    class_id: np.ndarray
+    path_rows: np.ndarray  # interleaved path order, see _interleaved_rows
+
+    @staticmethod
+    def build(ctx: RoutingContext) -> "_SplitPlan":
+        topo = ctx.topology
+        src_tor = topo.host_tor[ctx.src_host]
+        dst_tor = np.where(ctx.on_host, src_tor, topo.host_tor[ctx.dst_host])
+        relative = (dst_tor - src_tor) % topo.num_tors
+        rows, signature = _interleaved_rows(ctx.paths)
+        s = ctx.paths_per_flow
+        sig = signature[ctx.pair]
+        order = np.lexsort((np.arange(ctx.num_flows), relative, ctx.size_bytes, sig, s, src_tor))
+        keys = [src_tor[order], s[order], sig[order], ctx.size_bytes[order]]
+        changed = np.zeros(len(order), dtype=bool)
+        for key in keys:
+            changed[1:] |= key[1:] != key[:-1]
+        class_first = changed.copy()
+        class_first[:1] = True
+        rel = relative[order]
+        group_first = class_first.copy()
+        group_first[1:] |= rel[1:] != rel[:-1]
+        class_id, class_index, class_r = _runs(class_first)
+        _, group_index, group_r = _runs(group_first)
+        return _SplitPlan(order, s[order], class_r, class_index, group_r, group_index, class_first, class_id, rows)
+
+    def per_tor_count(self) -> int:
+        """Subflows of the per-ToR rule: lcm(r, s) for each class of r flows over s paths."""
+        first = self.class_first
+        return int(np.lcm(self.class_r[first], self.paths[first]).sum())
+
+    def per_group_count(self) -> np.ndarray:
+        """Per class: subflows of the per-group rule, the sum of lcm(r_D, s) over its destination ToRs."""
+        group_first = self.group_index == 0
+        lcm = np.lcm(self.group_r[group_first], self.paths[group_first])
+        return np.bincount(self.class_id[group_first], weights=lcm, minlength=int(self.class_first.sum()))
+
+
+def _runs(first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For runs that start where ``first`` is set: each item's run, position in it, and run length."""
+    run = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    lengths = np.diff(np.r_[starts, len(first)])
+    return run, np.arange(len(first)) - starts[run], lengths[run]
+
+
+def _interleaved_rows(paths: PathSet) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's paths reordered so consecutive paths leave the ToR on different uplinks,
+    and a hash of each pair's uplink sequence in that order.
+
+    ``rows[pair_ptr[i] + k]`` is the k-th path of pair i: on a fat-tree k = core × spines
+    + spine, so k mod spines is the uplink (on a leaf-spine the order is unchanged). Two
+    pairs with equal hashes leave their ToR over the same uplink at every k, which is
+    what lets one rotation over k balance a ToR's uplinks across destinations.
+    """
+    n = len(paths.links)
+    pair_of_row = np.repeat(np.arange(len(paths.pair_ptr) - 1), paths.paths_per_pair)
+    first_hop = paths.links[:, 0]
+    by_hop = np.lexsort((np.arange(n), first_hop, pair_of_row))
+    new = np.r_[True, (pair_of_row[by_hop][1:] != pair_of_row[by_hop][:-1]) | (first_hop[by_hop][1:] != first_hop[by_hop][:-1])]
+    _, occurrence_sorted, _ = _runs(new)
+    occurrence = np.empty(n, dtype=np.int64)
+    occurrence[by_hop] = occurrence_sorted
+    rows = np.lexsort((first_hop, occurrence, pair_of_row))
+    k = np.arange(n) - paths.pair_ptr[pair_of_row]
+    mixed = flow_hash(first_hop[rows] + 1, k, paths.paths_per_pair[pair_of_row], 1)
+    signature = np.add.reduceat(mixed, paths.pair_ptr[:-1]) if n else np.zeros(0, dtype=np.uint64)
+    return rows, signature
+
+
+def _cut(ctx: RoutingContext, plan: _SplitPlan, r: np.ndarray, index: np.ndarray, whole: bool, name: str):
+    """Every flow of a unit of r flows cut into s/gcd(r, s) equal subflows (or kept whole),
+    the unit's subflows put on paths k = 0, 1, 2, ... in turn (mod s).
+
+    Returns (flow, path row, bytes) per subflow.
+    """
+    s = plan.paths
+    ways = np.ones_like(s) if whole else s // np.gcd(r, s)
+    ctx.check_size(name, int(ways.sum()), ctx.path_width + 2)
+    item, j = _expand(ways)
+    flow = plan.order[item]
+    k = (index[item] * ways[item] + j) % s[item]
+    path_row = plan.path_rows[ctx.paths.pair_ptr[ctx.pair[flow]] + k]
+    return flow, path_row, ctx.size_bytes[flow] / ways[item]
+
+
+def _fabric_bytes(ctx: RoutingContext, path_row: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
+    """Bytes on every link from switch-to-switch hops only (host links are the same under any split)."""
+    links = ctx.paths.links[path_row]
+    valid = links >= 0
+    weights = np.broadcast_to(size_bytes[:, None], links.shape)[valid]
+    return np.bincount(links[valid], weights=weights, minlength=ctx.topology.num_links)
+
+
+def _spray_fabric_bytes(ctx: RoutingContext) -> np.ndarray:
+    """Switch-link bytes under ``spray``: each pair's bytes spread evenly over its paths."""
+    paths = ctx.paths
+    pair_bytes = np.bincount(ctx.pair, weights=ctx.size_bytes, minlength=len(paths.pair_ptr) - 1)
+    per_path = pair_bytes / np.maximum(paths.paths_per_pair, 1)
+    return _fabric_bytes(ctx, np.arange(len(paths.links)), np.repeat(per_path, paths.paths_per_pair))
+
+
+def _host_bytes(ctx: RoutingContext) -> np.ndarray:
+    up, down, _ = ctx.host_links(np.arange(ctx.num_flows))
+    carried = ctx.carried
+    links = np.r_[up[carried], down[carried]]
+    sizes = np.r_[ctx.size_bytes[carried], ctx.size_bytes[carried]]
+    return np.bincount(links, weights=sizes, minlength=ctx.topology.num_links)
+
+
+def per_tor_min_subflows(ctx: RoutingContext) -> int:
+    """The subflows the per-ToR splitting rule needs for one step: lcm(r, s) for the r
+    flows of one size that leave a ToR over the same s paths (a flow with one path
+    counts once).
+
+    This is the flow-splitting paper's minimum for schedules that cut every flow of a
+    ToR into the same number of equal subflows; ``split`` reaches it, or goes below it,
+    wherever its check against spraying's link loads passes (see :class:`SplitRouting`).
+    """
+    return _SplitPlan.build(ctx).per_tor_count()
+
+
 @ROUTINGS.register("split")
 @dataclass(frozen=True)
 class SplitRouting:
-    """Application-layer splitting onto single paths with the fewest subflows.
+    """Application-layer splitting onto single paths, coordinated across a ToR's destinations.
 
-    Flows are grouped by (source ToR, destination ToR, size). A group of r flows of
-    size f with s usable paths, g = gcd(r, s), splits each flow into s/g subflows of
-    f·g/s and puts r/g subflows on every path: each path carries r·f/s, exactly what
-    ideal spraying gives, with lcm(r, s) subflows per group — no rule does it with
-    fewer. Grouping by destination ToR too keeps the spine-to-leaf links balanced;
-    when a ToR's flows all go to one ToR this is the per-ToR rule.
+    The flows of one ToR are split as one unit: r flows of size f over the same s
+    paths, g = gcd(r, s), each cut into s/g subflows of f·g/s, the ToR's subflows laid
+    on paths 0, 1, 2, ... in turn with the flows sorted by destination ToR — r/g
+    subflows per uplink, lcm(r, s) subflows per ToR whatever the destinations. A ToR
+    whose flows to separate destinations need fewer subflows split per destination
+    (Σ lcm(r_D, s) < lcm(r, s), e.g. 1 + 2 flows over 4 paths: 8 against 12) is split
+    per destination instead.
+
+    Uplinks then carry exactly what spraying puts on them; the links into a
+    destination do when the turns of the ToRs sending to it fit together, which holds
+    for shift patterns (ring, pairwise all-to-all, halving-doubling) but not for every
+    pattern. The step's switch-link bytes are compared with spraying's, and a step that
+    differs is split per (source ToR, destination ToR) group instead (``split-group``),
+    which always matches. On fabrics of more than two switch tiers, flows are first
+    kept whole (one path each, in turn) and split only if that would make some link
+    more congested than spraying does — a lone flow held by its NIC stays one subflow.
     """
 
     name: str = "split"
 
     def route(self, ctx: RoutingContext, seed: int) -> Transfers:
-        order = np.lexsort((np.arange(ctx.num_flows), ctx.size_bytes, ctx.pair))
-        pair, size = ctx.pair[order], ctx.size_bytes[order]
-        starts = np.flatnonzero(np.r_[True, (pair[1:] != pair[:-1]) | (size[1:] != size[:-1])])
-        group_size = np.diff(np.r_[starts, len(order)])
-        group = np.repeat(np.arange(len(starts)), group_size)
-        index_in_group = np.arange(len(order)) - starts[group]
-        s = ctx.paths_per_flow[order]
-        g = np.gcd(group_size[group], s)
-        ways = s // g
-        ctx.check_size(self.name, int(ways.sum()), ctx.path_width + 2)
-        flow_sorted, j = _expand(ways)
-        flow = order[flow_sorted]
-        path = (index_in_group[flow_sorted] * ways[flow_sorted] + j) % s[flow_sorted]
-        path_row = ctx.paths.pair_ptr[ctx.pair[flow]] + path
-        return ctx.single_path_transfers(flow, path_row, ctx.size_bytes[flow] / ways[flow_sorted])
+        plan = _SplitPlan.build(ctx)
+        spray = _spray_fabric_bytes(ctx)
+        if ctx.path_width > 2:
+            flow, path_row, size = _cut(ctx, plan, plan.class_r, plan.class_index, True, self.name)
+            if self._congestion(ctx, _fabric_bytes(ctx, path_row, size)) <= self._congestion(ctx, spray) * (1 + 1e-12):
+                return ctx.single_path_transfers(flow, path_row, size)
+        per_tor = np.lcm(plan.class_r, plan.paths)
+        per_group = plan.per_group_count()[plan.class_id]
+        coordinated = per_tor <= per_group
+        r = np.where(coordinated, plan.class_r, plan.group_r)
+        index = np.where(coordinated, plan.class_index, plan.group_index)
+        flow, path_row, size = _cut(ctx, plan, r, index, False, self.name)
+        if np.any(coordinated & (plan.class_r != plan.group_r)):  # a ToR's turns span destinations
+            scale = max(float(spray.max(initial=0.0)), 1e-300)
+            if np.abs(_fabric_bytes(ctx, path_row, size) - spray).max(initial=0.0) > 1e-9 * scale:
+                flow, path_row, size = _cut(ctx, plan, plan.group_r, plan.group_index, False, self.name)
+        return ctx.single_path_transfers(flow, path_row, size)
+
+    @staticmethod
+    def _congestion(ctx: RoutingContext, fabric_bytes: np.ndarray) -> float:
+        capacity = ctx.topology.link_bytes_per_s
+        load = fabric_bytes + _host_bytes(ctx)
+        live = capacity > 0
+        return float((load[live] / capacity[live]).max(initial=0.0))
+
+
+@ROUTINGS.register("split-group")
+@dataclass(frozen=True)
+class GroupSplitRouting:
+    """Splitting per (source ToR, destination ToR, size) group, what ``split`` did before
+    it coordinated a ToR's destinations.
+
+    A group of r flows of size f over s paths, g = gcd(r, s), splits each flow into s/g
+    subflows of f·g/s and puts r/g subflows on every path: each path carries r·f/s,
+    exactly what ideal spraying gives, with lcm(r, s) subflows per group. It always
+    matches spraying's link loads but pays lcm(r_D, s) for every destination ToR D of a
+    ToR, where ``split`` pays lcm(r, s) once.
+    """
+
+    name: str = "split-group"
+
+    def route(self, ctx: RoutingContext, seed: int) -> Transfers:
+        plan = _SplitPlan.build(ctx)
+        flow, path_row, size = _cut(ctx, plan, plan.group_r, plan.group_index, False, self.name)
+        return ctx.single_path_transfers(flow, path_row, size)
 
 
 @ROUTINGS.register("split-weighted")
