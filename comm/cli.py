@@ -67,7 +67,8 @@ def _check_at_least(least: int, **options: Optional[int]) -> None:
 
 def _summary_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for column in ("algorithm", "size", "routing", "CCT mean", "CCT worst", "congestion", "max util", "subflows"):
+    for column in ("algorithm", "size", "routing", "CCT mean", "CCT worst", "congestion", "max util", "subflows",
+                   "min subflows"):
         table.add_column(column, justify="left" if column in ("algorithm", "routing") else "right")
     for row in rows:
         table.add_row(
@@ -79,6 +80,7 @@ def _summary_table(rows: list[dict], title: str) -> Table:
             format_seconds(row["max_congestion_s"]),
             f"{row['max_link_utilization']:.3f}",
             f"{row['subflows']:,}",
+            f"{row['min_subflows']:,}",
         )
     return table
 

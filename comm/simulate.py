@@ -19,7 +19,7 @@ from nasfleet.comm.analytical import step_load
 from nasfleet.comm.collectives import Collective, Step, place_ranks
 from nasfleet.comm.flowsim import simulate_step
 from nasfleet.comm.limits import check_memory
-from nasfleet.comm.routing import get_routing, is_hashed, route_step
+from nasfleet.comm.routing import RoutingContext, get_routing, is_hashed, per_tor_min_subflows
 from nasfleet.comm.topology import Topology
 from nasfleet.comm.units import bytes_per_s_to_gbps
 
@@ -36,6 +36,7 @@ class PatternResult:
     num_flows: int
     num_transfers: int
     link_bytes: np.ndarray = field(repr=False)
+    min_subflows: int = 0  # the per-ToR splitting rule's count for this step (lcm(r, s) per ToR)
     flow_finish_s: np.ndarray | None = field(default=None, repr=False)
     rate_changes: int = 0
     step: Step | None = field(default=None, repr=False)
@@ -52,7 +53,10 @@ class SimulationResult:
     ``max_congestion_s`` the sum over steps of the step's max link load / capacity;
     ``max_link_utilization`` the busiest link's bytes / (capacity × CCT);
     ``flows`` and ``subflows`` count network flows and single-rate transfers over all
-    steps (under ``spray`` a flow is one sprayed transfer).
+    steps (under ``spray`` a flow is one sprayed transfer); ``min_subflows`` what the
+    per-ToR splitting rule needs for the same steps, lcm(r, s) for the r flows of one size
+    that leave a ToR over s paths (see :func:`nasfleet.comm.routing.per_tor_min_subflows`),
+    whatever the routing, to set ``subflows`` against.
     """
 
     completion_time_s: float
@@ -60,6 +64,7 @@ class SimulationResult:
     max_link_utilization: float
     flows: int
     subflows: int
+    min_subflows: int
     steps: int
     collective: str
     algorithm: str
@@ -181,6 +186,7 @@ class SimulationResult:
             "max_congestion_s": self.max_congestion_s,
             "max_link_utilization": self.max_link_utilization,
             "subflows": self.subflows,
+            "min_subflows": self.min_subflows,
             "flows": self.flows,
             "steps": self.steps,
             "collective": self.collective,
@@ -245,7 +251,8 @@ def simulate(
 
     results = []
     for step in coll.patterns:
-        transfers = route_step(topology, step, rank_host, schedule_router, seed)
+        ctx = RoutingContext.build(topology, step, rank_host)
+        transfers = schedule_router.route(ctx, seed)
         used = np.unique(transfers.incidence.indices)
         if len(used) and capacity[used].min() <= 0:
             dead = int(used[np.argmin(capacity[used])])
@@ -267,6 +274,7 @@ def simulate(
                 num_flows=step.num_flows,
                 num_transfers=transfers.num_transfers,
                 link_bytes=load.link_bytes,
+                min_subflows=per_tor_min_subflows(ctx),
                 flow_finish_s=finish,
                 rate_changes=changes,
                 step=step,
@@ -287,6 +295,7 @@ def simulate(
         max_link_utilization=float(util.max(initial=0.0)),
         flows=sum(results[i].num_flows * r for i, r in coll.schedule),
         subflows=sum(results[i].num_transfers * r for i, r in coll.schedule),
+        min_subflows=sum(results[i].min_subflows * r for i, r in coll.schedule),
         steps=coll.num_steps,
         collective=collective.kind,
         algorithm=collective.algorithm,
