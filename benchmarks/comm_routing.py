@@ -11,18 +11,23 @@ and pairwise all-to-all have hundreds of rate changes per step under hashing, so
 they use 4 seeds instead of 8 (at both levels, so the two levels see the same
 hashes). Each row of the output says which.
 
-Writes benchmarks/results/comm_routing.{parquet,json,md} and docs/img/comm_routing_*.png.
-Run: ``.venv/bin/python benchmarks/comm_routing.py``.
+Writes benchmarks/results/comm_routing.{parquet,json,md} and docs/img/comm_routing_*.png,
+and the subflow bill (``split`` and ``split-group`` against the per-ToR minimum
+lcm(r, s), here and on a k = 8 fat-tree) to benchmarks/results/comm_routing_subflows.{json,md}.
+Run: ``.venv/bin/python benchmarks/comm_routing.py`` (``--subflows``: only the subflow table,
+seconds instead of the whole grid).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from nasfleet.comm import load_topology_file
+from nasfleet.comm import build_collective, fat_tree_k, load_topology_file, simulate
 from nasfleet.comm.plots import plot_cct, plot_cct_bars, plot_link_heatmap
 from nasfleet.comm.sweep import Grid, run_grid, write_parquet
 
@@ -94,5 +99,41 @@ def main() -> None:
     plot_link_heatmap(split.results[0], topo, IMAGES / "comm_routing_links_split.png")
 
 
+SUBFLOW_ROUTINGS = ("ecmp-4", "spray", "split", "split-group")
+
+
+def subflow_table() -> None:
+    """Subflows each routing makes, beside the per-ToR minimum, at 16 MiB (counts do not
+    depend on the size or the fidelity; analytical level, so this takes seconds)."""
+    leaf_spine_16 = load_topology_file(ROOT / "cluster_configs" / "topologies" / "leafspine_16x16_400g.yaml")
+    cases = [(leaf_spine_16, "allreduce", algorithm, 256) for algorithm in ("ring", "double-binary-tree", "halving-doubling", "direct")]
+    cases += [(leaf_spine_16, "alltoall", "pairwise", 256)]
+    fat_tree = fat_tree_k(8, gbps=400, latency_ns=500)
+    cases += [(fat_tree, "allreduce", algorithm, 128) for algorithm in ("ring", "halving-doubling")]
+    cases += [(fat_tree, "alltoall", "pairwise", 128)]
+    rows = []
+    for topo, collective, algorithm, ranks in cases:
+        coll = build_collective(collective, ranks, 16 * MiB, algorithm)
+        results = {name: simulate(topo, coll, routing=name, fidelity="analytical") for name in SUBFLOW_ROUTINGS}
+        spray = results["spray"].max_congestion_s
+        for name in ("split", "split-group"):  # both keep spraying's busiest link
+            assert abs(results[name].max_congestion_s - spray) <= 1e-9 * spray, (topo.name, algorithm, name)
+        rows.append({"topology": topo.name, "collective": collective, "algorithm": coll.algorithm, "ranks": ranks,
+                     "flows": results["spray"].flows, "min_subflows": results["split"].min_subflows,
+                     **{f"subflows_{name}": r.subflows for name, r in results.items()}})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "comm_routing_subflows.json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = ["| fabric | workload | flows | " + " | ".join(SUBFLOW_ROUTINGS) + " | per-ToR minimum |",
+             "|---|---|---:|" + "---:|" * (len(SUBFLOW_ROUTINGS) + 1)]
+    for r in rows:
+        label = "all-to-all" if r["collective"] == "alltoall" else r["algorithm"]
+        cells = [f"{r[f'subflows_{name}']:,}" for name in SUBFLOW_ROUTINGS]
+        lines.append(f"| {r['topology']} | {label} | {r['flows']:,} | " + " | ".join(cells) + f" | {r['min_subflows']:,} |")
+    (RESULTS / "comm_routing_subflows.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    if "--subflows" not in sys.argv[1:]:
+        main()
+    subflow_table()
