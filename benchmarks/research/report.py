@@ -100,9 +100,11 @@ def comparison_markdown(comparison: StrategyComparison) -> str:
             f"{_tau(s.kendall_tau_nll, s.tau_nll_interval)} | {_num(s.spearman_rho_nll)} | "
             f"{_num(s.kendall_tau_val)} | {nested} | {s.train_wall_s:.1f}{'†' if s.reused_run else ''} |"
         )
+    seeds = min(len(runs) for runs in comparison.standalone_runs)
+    also = f" and of the ground truth's {seeds} seeds" if seeds > 1 else ""
     note = (
         f"τ intervals: {level} bootstrap percentile intervals over {comparison.bootstrap_resamples:,} resamples of "
-        f"the {comparison.test_size} test images; **bold**: the interval excludes 0."
+        f"the {comparison.test_size:,} test images{also}; **bold**: the interval excludes 0."
     )
     if any(s.reused_run for s in comparison.summaries):
         note += " †: supernet run reused (same job, finished); its training time was measured when it was trained."
