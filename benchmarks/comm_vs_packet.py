@@ -392,6 +392,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fabrics = list(dict.fromkeys(r["fabric"] for r in rows))
     fig, axes = plt.subplots(1, len(fabrics), figsize=(5.2 * len(fabrics), 4.2), squeeze=False)
@@ -407,6 +408,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="ns-3 = model")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}".lstrip("0.")[:1] in "25" else ""))
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_xlabel("flow model CCT (ms)")
