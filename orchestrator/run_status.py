@@ -21,6 +21,7 @@ from nasfleet.orchestrator.results.run_lock import run_holder
 from nasfleet.orchestrator.storage import is_dir, is_file, join, read_text
 from nasfleet.orchestrator.train.checkpoints import CONFIG_FILE, METRICS_FILE, checkpoint_step, latest_checkpoint
 from nasfleet.orchestrator.train.metrics_log import read_records
+from nasfleet.orchestrator.train.progress import format_duration
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class RunStatus:
             f"run {self.run}  ({self.strategy} on {self.dataset}; {state})",
             f"step {self.step}/{self.total_steps} ({percent:.0f}%)"
             + (f"  {self.samples_per_s:.0f} samples/s" if self.samples_per_s else "")
-            + (f"  ETA {_duration(self.eta_s)}" if self.eta_s is not None else ""),
+            + (f"  ETA {format_duration(self.eta_s)}" if self.eta_s is not None else ""),
         ]
         if self.losses:
             out.append("loss  " + "  ".join(f"{role} {loss:.3f}" for role, loss in self.losses.items()))
@@ -79,12 +80,6 @@ class RunStatus:
 
 def _pct(value: float | None) -> str:
     return "   –  " if value is None else f"{100 * value:6.2f}%"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def read_status(run: str, best: int = 5) -> RunStatus:

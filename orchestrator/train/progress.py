@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS``; ``?`` for a duration not known yet (infinite or NaN)."""
     if not math.isfinite(seconds):
         return "?"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -42,7 +43,7 @@ class ProgressLines:
         roles = "  ".join(f"{role} loss {m['loss']:.3f} acc {m['accuracy']:.2f}" for role, m in record["by_role"].items())
         percent = 100 * step / self.total_steps
         rate = record["timing"]["samples_per_s"]
-        return f"step {step}/{self.total_steps} ({percent:.0f}%)  {roles}  {rate:.0f} samples/s  ETA {_duration(eta)}"
+        return f"step {step}/{self.total_steps} ({percent:.0f}%)  {roles}  {rate:.0f} samples/s  ETA {format_duration(eta)}"
 
 
 def emit(line: str) -> None:
