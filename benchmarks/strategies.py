@@ -17,7 +17,8 @@ its own 2,400-step recipe; build it first), read from its cache and never traine
 ``--prepare`` trains and scores every strategy's supernet into --workdir and stops, without the
 ground truth: the hours of supernet work can be done while the ground truth is still being built,
 and the run above with --reuse-runs then only reads them back. Runs are named by their steps, so
-the same-compute view (``--budget passes --steps 4000``) reuses the same-steps runs it shares.
+the same-compute view (``--budget passes``; ``--budget both`` puts it beside the same-steps one on
+the page) reuses the same-steps runs it shares.
 Each finished strategy's share (run record and scored subnets, a few MB, not its weights) is kept
 in --results (benchmarks/results/strategy_runs/), committed as it grows like the ground truth: a
 later --reuse-runs, here or on another machine, reads it back instead of training again.
@@ -37,7 +38,7 @@ from nasfleet.orchestrator.config import JobConfig, load_config
 from nasfleet.research.comparison import DEFAULT_SUBNETS, GroundTruth, plan_comparison
 from nasfleet.research.report import comparison_markdown
 from nasfleet.research.standalone import StandaloneCache
-from nasfleet.research.strategy_bench import parse_strategies, run_strategy_bench
+from nasfleet.research.strategy_bench import VIEWS, parse_strategies, run_strategy_bench
 from nasfleet.research.strategy_runs import run_strategies
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -67,8 +68,8 @@ def main() -> None:
     parser.add_argument("--ground-truth", type=Path, default=None, help="a benchmarks/ground_truth.py cache")
     parser.add_argument("--ground-truth-steps", type=int, default=2400)
     parser.add_argument("--ground-truth-seeds", type=int, default=2)
-    parser.add_argument("--budget", choices=("steps", "passes"), default="steps",
-                        help="the same optimizer steps each, or --steps subnet passes each (same compute)")
+    parser.add_argument("--budget", choices=VIEWS, default="steps",
+                        help="the same optimizer steps each, --steps subnet passes each (same compute), or both views")
     parser.add_argument("--workers", type=int, default=1, help="strategies trained at once, one process each")
     parser.add_argument("--results", type=Path, default=RESULTS / "strategy_runs",
                         help="finished strategy shares (run record and scores), committed as they grow")
@@ -102,26 +103,30 @@ def main() -> None:
     if args.prepare:
         prepare(base, args, steps)
         return
-    comparison = run_strategy_bench(
+    comparisons = run_strategy_bench(
         base, parse_strategies(args.strategies), steps, args.seed, args.subnets, args.nested,
         DOCS, RESULTS / "standalone", RESULTS, args.workdir, command, args.reuse_runs, truth, args.budget,
         args.workers, args.val_images, args.results,
     )
-    payload = {
-        "steps": steps,
-        "seed": args.seed,
-        "batch_size": comparison.batch_size,
-        "threads": comparison.threads,
-        "summaries": [s.row() for s in comparison.summaries],
-        "bootstrap_resamples": comparison.bootstrap_resamples,
-        "standalone": [
-            {**{k: v for k, v in asdict(r).items() if k != "test_scores"}, "arch": r.arch.describe()}
-            for r in comparison.standalone
-        ],
-    }
-    unit = "optimizer steps" if args.budget == "steps" else "subnet passes"
-    header = f"# Training strategies, {base.data.dataset}, {steps} {unit} each, seed {args.seed}\n\n"
-    write_results("strategies", payload, header + comparison_markdown(comparison))
+    for comparison in comparisons:
+        payload = {
+            "budget": comparison.budget,
+            "steps": steps,
+            "seed": args.seed,
+            "batch_size": comparison.batch_size,
+            "threads": comparison.threads,
+            "summaries": [s.row() for s in comparison.summaries],
+            "bootstrap_resamples": comparison.bootstrap_resamples,
+            "standalone": [
+                {**{k: v for k, v in asdict(r).items() if k != "test_scores"}, "arch": r.arch.describe()}
+                for r in comparison.standalone
+            ],
+        }
+        same_steps = comparison.budget == "steps"
+        unit = "optimizer steps" if same_steps else "subnet passes"
+        header = f"# Training strategies, {base.data.dataset}, {steps} {unit} each, seed {args.seed}\n\n"
+        name = "strategies" if same_steps or len(comparisons) == 1 else "strategies_same_compute"
+        write_results(name, payload, header + comparison_markdown(comparison))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def strategies_command(
     ),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma-separated; default: all registered."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (or subnet passes, --budget passes) for every strategy; default: the config's."),
-    budget: str = typer.Option("steps", help="steps: the same optimizer steps each; passes: the same subnet passes (same compute)."),
+    budget: str = typer.Option("steps", help="steps: the same optimizer steps each; passes: the same subnet passes (same compute); both: the two views on one page."),
     seed: int = typer.Option(0, help="Seed of the training runs, the stand-alone runs and the fixed subnet set."),
     subnets: Optional[int] = typer.Option(
         None, help="Size of the fixed (stand-alone) subnet set, at least 8; default: 12."
@@ -71,10 +71,12 @@ def strategies_command(
     names = parse_strategies(strategies)
     chosen_steps = steps if steps is not None else base.optim.steps
     chosen_subnets = subnets if subnets is not None else DEFAULT_SUBNETS
-    comparison = run_strategy_bench(
+    comparisons = run_strategy_bench(
         base, names, chosen_steps, seed, chosen_subnets, nested, out, cache, results or out, workdir,
         _command(config, strategies, chosen_steps, seed, chosen_subnets, nested, out, reuse_runs, budget, val_images),
         reuse_runs, budget=budget, workers=workers, val_images=val_images,
     )
-    typer.echo(comparison_markdown(comparison))
-    typer.echo(f"page: {out / DOC_FILE}   data: {comparison.files['summary']}, {comparison.files['evaluations']}")
+    for comparison in comparisons:
+        typer.echo(comparison_markdown(comparison))
+    files = comparisons[0].files
+    typer.echo(f"page: {out / DOC_FILE}   data: {files['summary']}, {files['evaluations']}")

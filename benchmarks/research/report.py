@@ -84,8 +84,8 @@ def _per_subnet_table(
     return lines
 
 
-def comparison_markdown(comparison: StrategyComparison) -> str:
-    """The summary table (one row per strategy), then the fixed set's per-subnet test accuracy and NLL."""
+def summary_table(comparison: StrategyComparison) -> list[str]:
+    """One row per strategy (steps, accuracies, τ and ρ with intervals, nested share, time) and its note."""
     level = f"{100 * CONFIDENCE:.0f}%"
     lines = [
         f"| strategy | steps | subnets/step | smallest | median | largest | τ accuracy [{level}] | ρ accuracy "
@@ -108,7 +108,12 @@ def comparison_markdown(comparison: StrategyComparison) -> str:
     )
     if any(s.reused_run for s in comparison.summaries):
         note += " †: supernet run reused (same job, finished); its training time was measured when it was trained."
-    lines += ["", note]
+    return lines + ["", note]
+
+
+def comparison_markdown(comparison: StrategyComparison) -> str:
+    """The summary table (one row per strategy), then the fixed set's per-subnet test accuracy and NLL."""
+    lines = summary_table(comparison)
     lines += _per_subnet_table(comparison, "test accuracy", "test_accuracy", _pct,
                                [r.accuracy["test"] for r in comparison.standalone])
     lines += _per_subnet_table(comparison, "test NLL", "test_nll", lambda v: f"{v:.4f}",
@@ -424,30 +429,66 @@ def _val_scope(comparison: StrategyComparison) -> str:
     return ""
 
 
-def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) -> str:
-    """docs/strategies.md: protocol, tables, plot and the verdicts, all from ``comparison``."""
-    n = len(comparison.subnets)
-    trained_now = sum(not r.from_cache for r in comparison.standalone)
-    reused = [f"`{s.strategy}`" for s in comparison.summaries if s.reused_run]
-    params = "; ".join(f"`{s.strategy}` {json.dumps(s.params, sort_keys=True)}" for s in comparison.summaries)
-    level = f"{100 * CONFIDENCE:.0f}%"
+def _budget_paragraph(comparison: StrategyComparison) -> str:
     if comparison.budget == "steps":
-        budget = (
+        return (
             f"**Same budget.** Each strategy trains the supernet for {comparison.steps} optimizer steps on the same "
             f"seeded batches of {comparison.batch_size} images (the same samples seen), with the job's "
             "learning-rate schedule. A step may run several subnets (gradients accumulate): *subnets/step* is "
             "measured from the run's log, so the compute per step differs and the wall time shows it. Strategies "
             "with a schedule over the run (`total_steps`) get the same number of steps. "
         )
-    else:
-        budget = (
-            f"**Same compute.** Each strategy trains the supernet for {comparison.steps} subnet passes (one "
-            "subnet's forward and backward on a batch): its optimizer steps (*steps*) are that budget over the "
-            "passes its schedule asks per step, so a strategy that runs four subnets a step gets a quarter of the "
-            f"steps of one that runs one, on the same seeded batches of {comparison.batch_size} images, with the "
-            "job's learning-rate schedule over its own steps. Passes differ in cost (the largest subnet's is the "
-            "dearest), which the wall time shows. "
-        )
+    return (
+        f"**Same compute.** Each strategy trains the supernet for {comparison.steps} subnet passes (one "
+        "subnet's forward and backward on a batch): its optimizer steps (*steps*) are that budget over the "
+        "passes its schedule asks per step, so a strategy that runs four subnets a step gets a quarter of the "
+        f"steps of one that runs one, on the same seeded batches of {comparison.batch_size} images, with the "
+        "job's learning-rate schedule over its own steps. Passes differ in cost (the largest subnet's is the "
+        "dearest), which the wall time shows. "
+    )
+
+
+def _same_compute_section(same_steps: StrategyComparison, same_compute: StrategyComparison, plot_relpath: str) -> list[str]:
+    """The same-compute view beside the main one: its table, plot and verdicts, from its own run."""
+    shared = [s.strategy for s in same_compute.summaries
+              if s.steps == same_steps.summary(s.strategy).steps]
+    return [
+        "## Same compute",
+        "",
+        _budget_paragraph(same_compute)
+        + "The fixed subnets, the ground truth and the test resamples are those above. "
+        + (f"A strategy that runs one subnet a step gets the same run in both views ({', '.join(f'`{n}`' for n in shared)}); "
+           "the others are trained again on their share of the passes." if shared else ""),
+        "",
+        *summary_table(same_compute),
+        "",
+        f"![the same-compute view: estimated vs stand-alone, τ intervals]({plot_relpath})",
+        "",
+        f"### Against `{BASELINE}` at the same compute",
+        "",
+        *findings(same_compute),
+        "",
+    ]
+
+
+def render_doc(
+    comparison: StrategyComparison,
+    plot_relpath: str,
+    command: str,
+    same_compute: StrategyComparison | None = None,
+    same_compute_plot: str = "",
+) -> str:
+    """docs/strategies.md: protocol, tables, plot and the verdicts, all from ``comparison``.
+
+    ``same_compute``, the same strategies at the same subnet passes, adds its section after the
+    main view's, so both budgets are read on one page against one ground truth.
+    """
+    n = len(comparison.subnets)
+    trained_now = sum(not r.from_cache for r in comparison.standalone)
+    reused = [f"`{s.strategy}`" for s in comparison.summaries if s.reused_run]
+    params = "; ".join(f"`{s.strategy}` {json.dumps(s.params, sort_keys=True)}" for s in comparison.summaries)
+    level = f"{100 * CONFIDENCE:.0f}%"
+    budget = _budget_paragraph(comparison)
     at_once = f", {comparison.workers} strategies at a time" if comparison.workers > 1 else ""
     protocol = [
         budget + f"Wall times: each strategy in one process of its own{at_once}, "
@@ -508,5 +549,6 @@ def render_doc(comparison: StrategyComparison, plot_relpath: str, command: str) 
             "",
             *findings(comparison),
             "",
+            *(_same_compute_section(comparison, same_compute, same_compute_plot) if same_compute else []),
         ]
     )

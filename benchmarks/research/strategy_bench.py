@@ -31,6 +31,13 @@ def parse_strategies(text: str | None) -> list[str]:
     return names
 
 
+VIEWS = ("steps", "passes", "both")
+"""Budgets the bench runs: one view, or the same-steps view with the same-compute one beside it."""
+SAME_COMPUTE_PLOT = "img/strategies_same_compute.png"
+SAME_COMPUTE_RESULTS = "strategies_same_compute"
+"""The same-compute view's data folder inside ``results_dir`` when both views run."""
+
+
 def run_strategy_bench(
     config: JobConfig,
     strategies: list[str],
@@ -49,23 +56,34 @@ def run_strategy_bench(
     workers: int = 1,
     val_images: int | None = None,
     results: Path | None = None,
-) -> StrategyComparison:
+) -> list[StrategyComparison]:
     """Compare the strategies, keep the data in ``results_dir`` and write ``page_dir``/strategies.md.
 
     The plot goes to ``page_dir``/img/strategies.png, where the page links it. ``command`` is the
     invocation the page names as its source. ``reuse_runs`` re-evaluates finished supernet runs
     of the same job found in ``work_dir`` instead of retraining them. ``ground_truth`` replaces
     the stand-alone runs at the supernets' steps by runs made apart, over seeds; ``budget="passes"``
-    makes ``steps`` a budget of subnet passes (the same-compute view); ``workers`` strategies train at once;
-    ``val_images`` scores the validation estimates on a seeded subset; ``results`` keeps each
-    strategy's finished share for reuse.
+    makes ``steps`` a budget of subnet passes (the same-compute view), ``"both"`` runs the
+    same-steps view and then the same-compute one (sharing every run they have in common) and
+    puts both on the page; ``workers`` strategies train at once; ``val_images`` scores the
+    validation estimates on a seeded subset; ``results`` keeps each strategy's finished share for
+    reuse. Returns one comparison per view, the page's main view first.
     """
-    comparison = compare_strategies(
-        config, strategies, steps, seed, results_dir, StandaloneCache(cache_dir),
-        num_subnets=subnets, nested_submodels=nested, work_dir=work_dir, plot_path=page_dir / PLOT_RELPATH,
-        reuse_runs=reuse_runs, ground_truth=ground_truth, budget=budget, workers=workers,
-        val_images=val_images, results=results,
-    )
+    if budget not in VIEWS:
+        raise NasfleetError(f"unknown budget {budget!r} (known: {', '.join(VIEWS)})")
+    views = [("steps", results_dir, PLOT_RELPATH), ("passes", results_dir / SAME_COMPUTE_RESULTS, SAME_COMPUTE_PLOT)]
+    if budget != "both":
+        views = [(budget, results_dir, PLOT_RELPATH)]
+    comparisons = [
+        compare_strategies(
+            config, strategies, steps, seed, view_results, StandaloneCache(cache_dir),
+            num_subnets=subnets, nested_submodels=nested, work_dir=work_dir, plot_path=page_dir / plot,
+            reuse_runs=reuse_runs or index > 0, ground_truth=ground_truth, budget=view, workers=workers,
+            val_images=val_images, results=results,
+        )
+        for index, (view, view_results, plot) in enumerate(views)
+    ]
     page_dir.mkdir(parents=True, exist_ok=True)
-    (page_dir / DOC_FILE).write_text(render_doc(comparison, PLOT_RELPATH, command))
-    return comparison
+    same_compute = comparisons[1] if len(comparisons) > 1 else None
+    (page_dir / DOC_FILE).write_text(render_doc(comparisons[0], PLOT_RELPATH, command, same_compute, SAME_COMPUTE_PLOT))
+    return comparisons

@@ -42,6 +42,7 @@ from nasfleet.research.comparison import (
 )
 from nasfleet.research.strategy_runs import RUN_RECORD_FILE, SCORES_PREFIX, run_folder, score_subnet
 from nasfleet.research.report import comparison_markdown, findings, fixed_scores, render_doc
+from nasfleet.research.strategy_bench import run_strategy_bench
 from nasfleet.orchestrator.train import SUPERNET_FILE, completed_checkpoints, job_space
 from nasfleet.strategies import STRATEGIES, build_strategy, strategy_class
 
@@ -528,17 +529,23 @@ def test_a_ground_truth_over_seeds_is_read_from_its_cache_and_never_trained(tmp_
 
 
 def test_a_passes_budget_gives_each_strategy_its_share_of_steps(tmp_path: Path) -> None:
-    """The same-compute view: sandwich with one random subnet runs 3 passes a step, uniform 1."""
+    """The same-compute view beside the same-steps one: sandwich with one random subnet runs 3 passes a step."""
     config = tiny_config(tmp_path / "unused")
     with pytest.raises(NasfleetError, match="unknown budget 'flops'"):
         compare_strategies(config, ["uniform"], 12, 1, tmp_path / "out", None, num_subnets=8, budget="flops")
-    comparison = compare_strategies(
-        config, ["uniform", "sandwich"], 12, 1, tmp_path / "out", StandaloneCache(tmp_path / "cache"),
-        num_subnets=8, nested_submodels=0, work_dir=tmp_path / "runs", budget="passes",
+    same_steps, same_compute = run_strategy_bench(
+        config, ["uniform", "sandwich"], 12, 1, 8, 0, tmp_path / "page", tmp_path / "cache", tmp_path / "out",
+        tmp_path / "runs", "python benchmarks/strategies.py --budget both", budget="both",
     )
-    assert {s.strategy: s.steps for s in comparison.summaries} == {"uniform": 12, "sandwich": 4}
-    assert {s.strategy: round(s.subnets_per_step) for s in comparison.summaries} == {"uniform": 1, "sandwich": 3}
-    assert all(r.steps == 12 for r in comparison.standalone)  # one pass a step: the same budget alone
-    page = render_doc(comparison, "img/strategies.png", "python benchmarks/strategies.py --budget passes")
-    assert "**Same compute.** Each strategy trains the supernet for 12 subnet passes" in page
-    assert "| `sandwich` | 4 |" in comparison_markdown(comparison)
+    assert {s.strategy: s.steps for s in same_steps.summaries} == {"uniform": 12, "sandwich": 12}
+    assert {s.strategy: s.steps for s in same_compute.summaries} == {"uniform": 12, "sandwich": 4}
+    assert {s.strategy: round(s.subnets_per_step) for s in same_compute.summaries} == {"uniform": 1, "sandwich": 3}
+    assert all(r.steps == 12 for r in same_compute.standalone)  # one pass a step: the same budget alone
+    assert same_compute.summary("uniform").reused_run  # one pass a step: the same run serves both views
+    assert same_compute.summary("uniform").kendall_tau == pytest.approx(same_steps.summary("uniform").kendall_tau)
+    page = (tmp_path / "page" / "strategies.md").read_text()
+    main_view, compute_view = page.split("## Same compute")
+    assert "**Same budget.** Each strategy trains the supernet for 12 optimizer steps" in main_view
+    assert "**Same compute.** Each strategy trains the supernet for 12 subnet passes" in compute_view
+    assert "| `sandwich` | 4 |" in compute_view and "| `sandwich` | 12 |" in main_view
+    assert (tmp_path / "page" / "img" / "strategies_same_compute.png").stat().st_size > 0
