@@ -5,7 +5,8 @@ task's loss and ``step`` once per optimizer step. :class:`TorchBackend` is plain
 process (world size 1). :class:`DeepSpeedBackend` is DeepSpeed's engine for data parallelism:
 with ``managed_gradient_accumulation: false`` every subnet's backward accumulates locally and
 ``engine.step()`` all-reduces the whole supernet gradient once, then updates, so all ranks keep
-identical parameters while each trains its own subnets.
+identical parameters while each trains its own subnets. Under ZeRO-2 the backend accumulates the
+step's gradients itself and hands them to the engine in one backward (see :class:`DeepSpeedBackend`).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class AllReduceTimer:
 
     With ZeRO stage 0/1 and trainer-managed accumulation, ``step()`` calls
     ``allreduce_gradients()`` once; wrapping that bound method measures the
-    communication alone. (ZeRO-2 reduces during backward, so there it stays at 0.)
+    communication alone. (ZeRO-2 reduces during backward: there the backend times the
+    one backward that hands the engine the step's gradients.)
     """
 
     def __init__(self, engine: Any) -> None:
@@ -138,7 +140,20 @@ def deepspeed_config_for(settings: dict[str, Any], batch_size: int) -> dict[str,
 
 
 class DeepSpeedBackend:
-    """A DeepSpeed engine around the module (the process group exists already)."""
+    """A DeepSpeed engine around the module (the process group exists already).
+
+    ZeRO-2 reduces gradients inside backward, bucket by bucket in the order the parameters'
+    gradients become ready, and sums the ranks' buckets as flat buffers: ranks whose subnets
+    skip different parameters, or reach them in another order, would add up the wrong
+    gradients. So with stage 2 a subnet pass never back-propagates into the engine: its
+    gradients are taken with ``torch.autograd.grad`` (zero for parameters the subnet skipped)
+    and summed here, and ``step()`` runs one engine backward of ``sum_i <p_i, G_i>``, whose
+    gradient is the step's ``G`` for every parameter, ready in the same order on every rank
+    whatever subnets it ran. Each rank can then draw its own subnets, as with stages 0 and 1.
+    Every parameter gets a gradient each step, as DeepSpeed gives stages 0 and 1 (a zero one
+    for a parameter no rank used). ZeRO-3 partitions the parameters themselves and is not
+    handled this way: there ranks share rank 0's samples (``loop.sampling_rank``).
+    """
 
     name: BackendName = "deepspeed"
 
@@ -162,13 +177,38 @@ class DeepSpeedBackend:
         self.device = self.engine.device
         self.scheduler = scheduler
         self._allreduce = AllReduceTimer(self.engine)
+        self._parameters = [p for p in self.module.parameters() if p.requires_grad]
+        self._step_gradients: list[torch.Tensor] | None = None
+        if self.engine.zero_optimization_stage() == 2:
+            self._step_gradients = [torch.zeros_like(p) for p in self._parameters]
+            # The engine's forward hooks its outputs to start a ZeRO backward; the subnet passes
+            # must not start one, so they call the module itself.
+            self.model = self.module
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss, scale_wrt_gas=False)
+        if self._step_gradients is None:
+            self.engine.backward(loss, scale_wrt_gas=False)
+            return
+        # fp16 loss scaling as the engine applies it, so small gradients do not underflow here.
+        scaled = loss * self.engine.optimizer.loss_scale
+        grads = torch.autograd.grad(scaled, self._parameters, allow_unused=True)
+        for total, grad in zip(self._step_gradients, grads):
+            if grad is not None:
+                total.add_(grad)
 
     def step(self) -> float:
-        self.engine.step()  # the gradient all-reduce, then the optimizer and LR-schedule step
-        return self._allreduce.take()
+        reduce_s = 0.0
+        if self._step_gradients is not None:
+            started = time.perf_counter()
+            surrogate = sum((p * g).sum() for p, g in zip(self._parameters, self._step_gradients))
+            self.engine.optimizer.clear_backward_seen_flag()  # what the engine's forward does before a backward
+            # The engine scales the loss again; dividing first leaves the gradients as accumulated.
+            self.engine.backward(surrogate / self.engine.optimizer.loss_scale, scale_wrt_gas=False)
+            reduce_s = time.perf_counter() - started
+            for total in self._step_gradients:
+                total.zero_()
+        self.engine.step()  # the gradient all-reduce (stages 0/1), then the optimizer and LR-schedule step
+        return self._allreduce.take() + reduce_s
 
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])

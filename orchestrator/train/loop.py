@@ -98,12 +98,13 @@ def make_backend(job: JobConfig, setup: RankSetup) -> TrainingBackend:
 def sampling_rank(job: JobConfig, rank: int) -> int:
     """Which rank's subnet-sampling stream this rank follows.
 
-    ZeRO stage 2 and 3 reduce gradients inside backward, bucket by bucket as they become
-    ready, so every rank must run the same graphs in the same order: there all ranks share
-    rank 0's subnet samples (each still trains on its own data shard). Stages 0 and 1
-    reduce once in ``engine.step()``, so each rank draws its own subnets.
+    Stages 0 and 1 reduce once in ``engine.step()``, and under stage 2 the backend hands the
+    engine every parameter's gradient in one fixed order (``DeepSpeedBackend``), so each rank
+    draws its own subnets. ZeRO-3 reduces inside backward in the order the subnet's graph
+    reaches its partitioned parameters, so there all ranks share rank 0's subnet samples
+    (each still trains on its own data shard).
     """
-    return 0 if job.launch.distributed and zero_stage(job.launch.deepspeed) >= 2 else rank
+    return 0 if job.launch.distributed and zero_stage(job.launch.deepspeed) >= 3 else rank
 
 
 def zero_stage(deepspeed: dict[str, Any]) -> int:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ import torch
 import yaml
 
 from nasfleet.orchestrator.results import hold_run
-from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state
+from nasfleet.orchestrator.train import latest_checkpoint, read_rank_state, read_supernet
 
 from conftest import nasfleet_forked, tiny_config
 
@@ -30,37 +31,51 @@ LAUNCHERS = {
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(
-    ("launcher", "deepspeed"),
+ZERO2_YAML = yaml.safe_dump(json.loads((REPO / "cluster_configs" / "deepspeed" / "zero2_cpu.json").read_text()))
+RUNS = {
     # mpiexec with the default ZeRO-0 config runs for every strategy in test_strategy_contract.py.
-    [
-        ("torchrun", None),
-        ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json"),
-        # The shipped CPU ZeRO-2 file, given as YAML; under ZeRO-2 ranks share subnet samples.
-        ("mpi", yaml.safe_dump(json.loads((REPO / "cluster_configs" / "deepspeed" / "zero2_cpu.json").read_text()))),
-    ],
-    ids=["torchrun-zero0", "mpi-zero1", "mpi-zero2-yaml"],
-)
-def test_two_ranks_train_publish_checkpoints_and_record_results(
-    launcher: str, deepspeed: Path | str | None, tmp_path: Path
-) -> None:
-    run_dir = tmp_path / f"run-{launcher}"
-    config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
-    if isinstance(deepspeed, str):
-        (tmp_path / "deepspeed.yaml").write_text(deepspeed)
-        deepspeed = tmp_path / "deepspeed.yaml"
-    extra = ["--deepspeed", str(deepspeed)] if deepspeed else []
-    result = subprocess.run(
-        [*LAUNCHERS[launcher], "train", "--config", str(config), "--launcher", launcher, *extra],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    "torchrun-zero0": ("torchrun", None),
+    "mpi-zero1": ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json"),
+    # The shipped CPU ZeRO-2 file, given as YAML.
+    "mpi-zero2-yaml": ("mpi", ZERO2_YAML),
+}
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, subprocess.CompletedProcess]]:
+    """Trains the tiny job with two ranks once per entry of RUNS (tests compare the runs)."""
+    done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def trained(name: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if name not in done:
+            launcher, deepspeed = RUNS[name]
+            folder = tmp_path_factory.mktemp(name)
+            run_dir = folder / f"run-{launcher}"
+            config = folder / "job.yaml"
+            config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+            if isinstance(deepspeed, str):
+                (folder / "deepspeed.yaml").write_text(deepspeed)
+                deepspeed = folder / "deepspeed.yaml"
+            extra = ["--deepspeed", str(deepspeed)] if deepspeed else []
+            done[name] = run_dir, subprocess.run(
+                [*LAUNCHERS[launcher], "train", "--config", str(config), "--launcher", launcher, *extra],
+                capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        return done[name]
+
+    return trained
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_two_ranks_train_publish_checkpoints_and_record_results(name: str, two_rank_runs) -> None:
+    run_dir, result = two_rank_runs(name)
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = latest_checkpoint(str(run_dir))
     assert checkpoint is not None and checkpoint.endswith("checkpoint_00000012")
     assert not list(run_dir.glob(".checkpoint_*"))  # staged folders were all published
     ranks = [read_rank_state(checkpoint, r) for r in range(2)]
     assert ranks[0].weights_sha256 == ranks[1].weights_sha256
+    assert ranks[0].rng_numpy != ranks[1].rng_numpy  # each rank drew its own subnets, ZeRO-2 included
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [4.0, 8.0, 12.0]
     progress = [line for line in result.stdout.splitlines() if re.match(r"step \d+/12 \(", line)]
@@ -68,6 +83,22 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(
     assert all("samples/s  ETA " in line for line in progress) and progress[-1].endswith("ETA 0:00:00")
     results = pd.read_parquet(run_dir / "results")
     assert sorted(results["role"]) == ["largest", "random-0", "smallest"]  # rank 0 alone evaluated
+
+
+@pytest.mark.parametrize("name", ["mpi-zero1", "mpi-zero2-yaml"])
+def test_zero1_and_zero2_end_where_zero0_ends_with_the_same_per_rank_subnets(name: str, two_rank_runs) -> None:
+    """Each rank ran its own subnets (the random one differs between ranks, so under ZeRO-2 the
+    ranks' graphs differ); the same ones under every stage, so the weights must agree."""
+    runs = [two_rank_runs(n)[0] for n in ("torchrun-zero0", name)]
+    checkpoints = [str(latest_checkpoint(str(run))) for run in runs]
+    for rank in range(2):  # the same sampling stream on each rank: the same sequence of subnets
+        assert read_rank_state(checkpoints[0], rank).rng_numpy == read_rank_state(checkpoints[1], rank).rng_numpy
+    zero0, other = (read_supernet(c)[0] for c in checkpoints)
+    assert zero0.keys() == other.keys()
+    # Measured: 0.0 for both (bit-identical); without the ZeRO-2 backward of DeepSpeedBackend the
+    # ZeRO-2 ranks fail in gloo ("Received data size doesn't match expected size").
+    differences = {k: (zero0[k].double() - other[k].double()).abs().max().item() for k in zero0}
+    assert max(differences.values()) <= 1e-6, max(differences.items(), key=lambda kv: kv[1])
 
 
 def test_every_shipped_cpu_deepspeed_config_trains_in_a_test() -> None:
