@@ -179,9 +179,11 @@ def _train_workers() -> list[psutil.Process]:
 
 
 def test_a_killed_worker_is_replaced_and_the_run_finishes_from_its_last_checkpoint(local_ray, tmp_path: Path) -> None:
+    """Under ZeRO-2, where each rank draws its own subnets too (the other Ray runs are ZeRO-0)."""
+    zero2 = json.loads((Path(__file__).resolve().parents[2] / "cluster_configs/deepspeed/zero2_cpu.json").read_text())
     job = ray_job(
         tmp_path / "killed", optim={"steps": 60, "lr": 0.05, "warmup_steps": 2},
-        checkpoint_every_steps=10, log_every_steps=10,
+        checkpoint_every_steps=10, log_every_steps=10, launch={"deepspeed": zero2},
     )
     outcome: dict[str, object] = {}
     runner = threading.Thread(target=lambda: outcome.update(done=train_job(job) is None))
@@ -200,6 +202,7 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes_from_its_last_checkpoi
     ranks = [read_rank_state(checkpoint, r) for r in range(2)]
     assert ranks[0].resumed_from_step >= 10  # the replacement group restored a checkpoint
     assert ranks[0].weights_sha256 == ranks[1].weights_sha256
+    assert ranks[0].rng_numpy != ranks[1].rng_numpy  # each rank drew its own subnets
 
 
 def test_more_workers_than_cpus_is_a_user_error(local_ray, tmp_path: Path) -> None:
