@@ -5,8 +5,9 @@ task's loss and ``step`` once per optimizer step. :class:`TorchBackend` is plain
 process (world size 1). :class:`DeepSpeedBackend` is DeepSpeed's engine for data parallelism:
 with ``managed_gradient_accumulation: false`` every subnet's backward accumulates locally and
 ``engine.step()`` all-reduces the whole supernet gradient once, then updates, so all ranks keep
-identical parameters while each trains its own subnets. Under ZeRO-2 the backend accumulates the
-step's gradients itself and hands them to the engine in one backward (see :class:`DeepSpeedBackend`).
+identical parameters while each trains its own subnets. Under ZeRO-1 and ZeRO-2 the backend
+accumulates the step's gradients itself and hands them to the engine in one backward (see
+:class:`DeepSpeedBackend`).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ class AllReduceTimer:
 
     With ZeRO stage 0/1 and trainer-managed accumulation, ``step()`` calls
     ``allreduce_gradients()`` once; wrapping that bound method measures the
-    communication alone. (ZeRO-2 reduces during backward: there the backend times the
-    one backward that hands the engine the step's gradients.)
+    communication alone. (ZeRO-2 reduces during backward: under stages 1 and 2 the backend
+    adds the time of the one backward that hands the engine the step's gradients.)
     """
 
     def __init__(self, engine: Any) -> None:
@@ -142,16 +143,16 @@ def deepspeed_config_for(settings: dict[str, Any], batch_size: int) -> dict[str,
 class DeepSpeedBackend:
     """A DeepSpeed engine around the module (the process group exists already).
 
-    ZeRO-2 reduces gradients inside backward, bucket by bucket in the order the parameters'
-    gradients become ready, and sums the ranks' buckets as flat buffers: ranks whose subnets
-    skip different parameters, or reach them in another order, would add up the wrong
-    gradients. So with stage 2 a subnet pass never back-propagates into the engine: its
-    gradients are taken with ``torch.autograd.grad`` (zero for parameters the subnet skipped)
-    and summed here, and ``step()`` runs one engine backward of ``sum_i <p_i, G_i>``, whose
-    gradient is the step's ``G`` for every parameter, ready in the same order on every rank
-    whatever subnets it ran. Each rank can then draw its own subnets, as with stages 0 and 1.
-    Every parameter gets a gradient each step, as DeepSpeed gives stages 0 and 1 (a zero one
-    for a parameter no rank used). ZeRO-3 partitions the parameters themselves and is not
+    ZeRO-1 and ZeRO-2 reduce only the parameters that have a gradient on a rank, as flat
+    buffers (ZeRO-2 inside backward, bucket by bucket in the order gradients become ready):
+    ranks whose subnets skip different parameters, or reach them in another order, would
+    reduce mismatched buffers. So under stages 1 and 2 a subnet pass never back-propagates
+    into the engine: its gradients are taken with ``torch.autograd.grad`` (zero for the
+    parameters it skipped) and summed here, and ``step()`` runs one engine backward of
+    ``sum_i <p_i, G_i>``, whose gradient is the step's ``G``, for every parameter, in the same
+    order on every rank whatever subnets it ran. Each rank then draws its own subnets, and
+    every parameter gets a gradient each step (zero for one no subnet used), as DeepSpeed's
+    stage-0 all-reduce gives it. ZeRO-3 partitions the parameters themselves and is not
     handled this way: there ranks share rank 0's samples (``loop.sampling_rank``).
     """
 
@@ -179,7 +180,7 @@ class DeepSpeedBackend:
         self._allreduce = AllReduceTimer(self.engine)
         self._parameters = [p for p in self.module.parameters() if p.requires_grad]
         self._step_gradients: list[torch.Tensor] | None = None
-        if self.engine.zero_optimization_stage() == 2:
+        if self.engine.zero_optimization_stage() in (1, 2):
             self._step_gradients = [torch.zeros_like(p) for p in self._parameters]
             # The engine's forward hooks its outputs to start a ZeRO backward; the subnet passes
             # must not start one, so they call the module itself.

@@ -98,11 +98,11 @@ def make_backend(job: JobConfig, setup: RankSetup) -> TrainingBackend:
 def sampling_rank(job: JobConfig, rank: int) -> int:
     """Which rank's subnet-sampling stream this rank follows.
 
-    Stages 0 and 1 reduce once in ``engine.step()``, and under stage 2 the backend hands the
-    engine every parameter's gradient in one fixed order (``DeepSpeedBackend``), so each rank
-    draws its own subnets. ZeRO-3 reduces inside backward in the order the subnet's graph
-    reaches its partitioned parameters, so there all ranks share rank 0's subnet samples
-    (each still trains on its own data shard).
+    Under stages 0, 1 and 2 the engine reduces every parameter's gradient in one fixed order
+    whatever subnets a rank ran (``DeepSpeedBackend``), so each rank draws its own subnets.
+    ZeRO-3 reduces inside backward in the order the subnet's graph reaches its partitioned
+    parameters, so there all ranks share rank 0's subnet samples (each still trains on its
+    own data shard).
     """
     return 0 if job.launch.distributed and zero_stage(job.launch.deepspeed) >= 3 else rank
 

@@ -32,12 +32,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 ZERO2_YAML = yaml.safe_dump(json.loads((REPO / "cluster_configs" / "deepspeed" / "zero2_cpu.json").read_text()))
-RUNS = {
+ZERO1 = REPO / "cluster_configs" / "deepspeed" / "zero1.json"
+RUNS: dict[str, tuple[str, Path | str | None, str]] = {
     # mpiexec with the default ZeRO-0 config runs for every strategy in test_strategy_contract.py.
-    "torchrun-zero0": ("torchrun", None),
-    "mpi-zero1": ("mpi", REPO / "cluster_configs" / "deepspeed" / "zero1.json"),
+    "torchrun-zero0": ("torchrun", None, "sandwich"),
+    "mpi-zero1": ("mpi", ZERO1, "sandwich"),
     # The shipped CPU ZeRO-2 file, given as YAML.
-    "mpi-zero2-yaml": ("mpi", ZERO2_YAML),
+    "mpi-zero2-yaml": ("mpi", ZERO2_YAML, "sandwich"),
+}
+SANDWICH_RUNS = list(RUNS)
+# One random subnet per step: a rank skips some parameters for a whole step, the other rank others.
+RUNS |= {
+    "mpi-zero0-uniform": ("mpi", None, "uniform"),
+    "mpi-zero1-uniform": ("mpi", ZERO1, "uniform"),
+    "mpi-zero2-uniform": ("mpi", ZERO2_YAML, "uniform"),
 }
 
 
@@ -48,11 +56,12 @@ def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], t
 
     def trained(name: str) -> tuple[Path, subprocess.CompletedProcess]:
         if name not in done:
-            launcher, deepspeed = RUNS[name]
+            launcher, deepspeed, strategy = RUNS[name]
             folder = tmp_path_factory.mktemp(name)
             run_dir = folder / f"run-{launcher}"
             config = folder / "job.yaml"
-            config.write_text(yaml.safe_dump(tiny_config(run_dir).model_dump(mode="json")))
+            job = tiny_config(run_dir) if strategy == "sandwich" else tiny_config(run_dir, strategy={"name": strategy})
+            config.write_text(yaml.safe_dump(job.model_dump(mode="json")))
             if isinstance(deepspeed, str):
                 (folder / "deepspeed.yaml").write_text(deepspeed)
                 deepspeed = folder / "deepspeed.yaml"
@@ -66,7 +75,7 @@ def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], t
     return trained
 
 
-@pytest.mark.parametrize("name", list(RUNS))
+@pytest.mark.parametrize("name", SANDWICH_RUNS)
 def test_two_ranks_train_publish_checkpoints_and_record_results(name: str, two_rank_runs) -> None:
     run_dir, result = two_rank_runs(name)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -85,18 +94,28 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(name: str, two_r
     assert sorted(results["role"]) == ["largest", "random-0", "smallest"]  # rank 0 alone evaluated
 
 
-@pytest.mark.parametrize("name", ["mpi-zero1", "mpi-zero2-yaml"])
-def test_zero1_and_zero2_end_where_zero0_ends_with_the_same_per_rank_subnets(name: str, two_rank_runs) -> None:
-    """Each rank ran its own subnets (the random one differs between ranks, so under ZeRO-2 the
-    ranks' graphs differ); the same ones under every stage, so the weights must agree."""
-    runs = [two_rank_runs(n)[0] for n in ("torchrun-zero0", name)]
-    checkpoints = [str(latest_checkpoint(str(run))) for run in runs]
+@pytest.mark.parametrize(
+    ("reference", "name"),
+    [("torchrun-zero0", "mpi-zero1"), ("torchrun-zero0", "mpi-zero2-yaml"),
+     ("mpi-zero0-uniform", "mpi-zero1-uniform"), ("mpi-zero0-uniform", "mpi-zero2-uniform")],
+)
+def test_zero1_and_zero2_end_where_zero0_ends_with_the_same_per_rank_subnets(
+    reference: str, name: str, two_rank_runs
+) -> None:
+    """Each rank ran its own subnets, so the ranks' graphs differ (under uniform a rank skips some
+    parameters for a whole step); the same ones under every stage, so the weights must agree."""
+    runs = [two_rank_runs(n) for n in (reference, name)]
+    for _, result in runs:
+        assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = [str(latest_checkpoint(str(run))) for run, _ in runs]
     for rank in range(2):  # the same sampling stream on each rank: the same sequence of subnets
         assert read_rank_state(checkpoints[0], rank).rng_numpy == read_rank_state(checkpoints[1], rank).rng_numpy
+    assert read_rank_state(checkpoints[1], 0).rng_numpy != read_rank_state(checkpoints[1], 1).rng_numpy
     zero0, other = (read_supernet(c)[0] for c in checkpoints)
     assert zero0.keys() == other.keys()
-    # Measured: 0.0 for both (bit-identical); without the ZeRO-2 backward of DeepSpeedBackend the
-    # ZeRO-2 ranks fail in gloo ("Received data size doesn't match expected size").
+    # Measured: 0.0 in all four (bit-identical). Without DeepSpeedBackend's one backward per step,
+    # ZeRO-2 (sandwich and uniform) and ZeRO-1 (uniform) fail in gloo ("Received data size doesn't
+    # match expected size"): DeepSpeed reduces only the parameters that have a gradient on a rank.
     differences = {k: (zero0[k].double() - other[k].double()).abs().max().item() for k in zero0}
     assert max(differences.values()) <= 1e-6, max(differences.items(), key=lambda kv: kv[1])
 
