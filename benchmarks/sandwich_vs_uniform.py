@@ -63,7 +63,7 @@ def trainings(config: JobConfig, steps: int) -> list[Training]:
     Sandwich keeps the job's parameters when the job is a sandwich one (the reference is), else its defaults.
     """
     params = dict(config.strategy.params) if config.strategy.name == "sandwich" else {}
-    passes = round(passes_per_step("sandwich", params, job_space(config)))
+    passes = round(passes_per_step("sandwich", params, job_space(config), steps))
     return [
         Training("sandwich", "sandwich", params, steps, passes),
         Training("uniform, same steps", "uniform", {}, steps, 1),

@@ -53,8 +53,9 @@ RUN_LENGTH_PARAMS: dict[str, float] = {"total_steps": 1.0, "warmup_steps": 0.5}
 
 BUDGETS = ("steps", "passes")
 """Equal optimizer steps for every strategy, or equal subnet passes (forward/backward of one subnet)."""
-PASSES_PROBE_STEPS = 64
-"""Steps of a strategy's subnet schedule drawn (not trained) to measure its passes per step."""
+PASSES_PROBE_STEPS = 4096
+"""Most steps of a strategy's subnet schedule drawn (not trained) to measure its passes per step:
+every step of a shorter run, else this many spread evenly over it (schedules change over a run)."""
 
 PLOT_FILE = "strategies.png"
 
@@ -228,20 +229,40 @@ def strategy_params(name: str, base: JobConfig, steps: int, overrides: dict[str,
     return params
 
 
-def passes_per_step(name: str, params: dict[str, Any], space: SearchSpace, seed: int = 0) -> float:
-    """Mean subnet passes a step of the strategy's schedule asks for, drawn without training."""
+def passes_per_step(name: str, params: dict[str, Any], space: SearchSpace, steps: int, seed: int = 0) -> float:
+    """Mean subnet passes a step asks for over a ``steps``-step run's schedule, drawn without training.
+
+    Over the whole run, not its start: DεpS and progressive shrinking run the largest subnet
+    alone at first and several subnets a step later.
+    """
     strategy = build_strategy(name, params, space)
     rng = np.random.default_rng(seed)
-    return float(np.mean([len(strategy.subnets_for_step(step, rng)) for step in range(PASSES_PROBE_STEPS)]))
+    probes = np.unique(np.linspace(0, steps - 1, min(steps, PASSES_PROBE_STEPS)).round().astype(int))
+    return float(np.mean([len(strategy.subnets_for_step(int(step), rng)) for step in probes]))
+
+
+PASSES_FIT_ROUNDS = 8
+"""Rounds of fitting a strategy's steps to a passes budget (its schedule scales with its own steps)."""
 
 
 def strategy_steps(
     name: str, base: JobConfig, budget: str, steps: int, overrides: dict[str, dict[str, Any]], space: SearchSpace
 ) -> int:
-    """Optimizer steps for ``name``: ``steps``, or ``steps`` subnet passes over its passes per step."""
+    """Optimizer steps for ``name``: ``steps``, or ``steps`` subnet passes over its passes per step.
+
+    A schedule laid over the run (``total_steps``) changes when the run's length does, so the
+    steps are fitted: the run length whose own schedule spends the budget.
+    """
     if budget == "steps":
         return steps
-    return max(1, round(steps / passes_per_step(name, strategy_params(name, base, steps, overrides), space)))
+    own = steps
+    for _ in range(PASSES_FIT_ROUNDS):
+        params = strategy_params(name, base, own, overrides)
+        fitted = max(1, round(steps / passes_per_step(name, params, space, own)))
+        if fitted == own:
+            break
+        own = fitted
+    return own
 
 
 def _summarise(

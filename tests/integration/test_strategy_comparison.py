@@ -39,6 +39,7 @@ from nasfleet.research.comparison import (
     compare_strategies,
     fixed_subnets,
     strategy_params,
+    strategy_steps,
 )
 from nasfleet.research.strategy_runs import RUN_RECORD_FILE, SCORES_PREFIX, run_folder, score_subnet
 from nasfleet.research.report import comparison_markdown, findings, fixed_scores, render_doc
@@ -526,6 +527,20 @@ def test_a_ground_truth_over_seeds_is_read_from_its_cache_and_never_trained(tmp_
     page = render_doc(comparison, "img/strategies.png", "python benchmarks/strategies.py")
     assert "4 optimizer steps of the job's recipe" in page and "2 seeds each" in page
     assert "resample the seeds as well as the test images" in page
+
+
+def test_a_passes_budget_counts_the_passes_of_the_whole_schedule(tmp_path: Path) -> None:
+    """DεpS trains the largest alone for half its run, then 4 subnets a step: 2.5 passes a step overall.
+
+    Its schedule scales with its own steps, so 1,000 passes are 400 steps (not 1,000, as the run's
+    first steps alone suggest, nor 250, as its later ones do).
+    """
+    config = tiny_config(tmp_path / "unused")
+    space = job_space(config)
+    assert strategy_steps("deps", config, "passes", 1000, {}, space) == 400
+    assert strategy_steps("progressive", config, "passes", 1000, {}, space) == 400
+    assert strategy_steps("uniform", config, "passes", 1000, {}, space) == 1000
+    assert strategy_steps("deps", config, "steps", 1000, {}, space) == 1000
 
 
 def test_a_passes_budget_gives_each_strategy_its_share_of_steps(tmp_path: Path) -> None:
