@@ -155,7 +155,7 @@ class TrainingStrategy(ABC):
     ) -> None:
         """Called right after ``task``'s backward: ``logits`` are detached, ``example_ids`` index the
         training set (None when the caller does not know them). Gradients in ``model`` are those
-        accumulated so far this step (None under ZeRO-1 and ZeRO-2: the backend holds them until the step)."""
+        accumulated so far this step, on this rank only (under ZeRO-1/2, the backend's step buffers)."""
 
     def example_probabilities(self, num_examples: int) -> np.ndarray | None:
         """Sampling probabilities over the training examples, or None for shuffled epochs (default).

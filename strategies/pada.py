@@ -73,8 +73,8 @@ class PadaStrategy(TrainingStrategy):
     Decisions are each stage's width and depth and each block slot's (kernel, expand) op. After a
     path's backward, the norm of the gradients on the weights a decision governs (a block: its own
     layers; width and depth: the whole stage) updates the chosen option's moving average. One path
-    per step keeps that norm the path's own (gradients accumulate over a step's tasks). Under ZeRO-1 and
-    ZeRO-2 no gradient is readable after backward and path sampling stays uniform; data sampling still adapts.
+    per step keeps that norm the path's own (gradients accumulate over a step's tasks), under every
+    ZeRO stage the backend allows (under ZeRO-1/2 the gradients it reads are the backend's step buffers).
     """
 
     name = "pada"

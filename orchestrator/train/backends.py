@@ -193,14 +193,17 @@ class DeepSpeedBackend:
         # fp16 loss scaling as the engine applies it, so small gradients do not underflow here.
         scaled = loss * self.engine.optimizer.loss_scale
         grads = torch.autograd.grad(scaled, self._parameters, allow_unused=True)
-        for total, grad in zip(self._step_gradients, grads):
+        for parameter, total, grad in zip(self._parameters, self._step_gradients, grads):
             if grad is not None:
                 total.add_(grad)
+                parameter.grad = total  # readable by strategy hooks, as after a plain backward
 
     def step(self) -> float:
         reduce_s = 0.0
         if self._step_gradients is not None:
             started = time.perf_counter()
+            for parameter in self._parameters:
+                parameter.grad = None  # the engine's backward must start from no gradient
             surrogate = sum((p * g).sum() for p, g in zip(self._parameters, self._step_gradients))
             self.engine.optimizer.clear_backward_seen_flag()  # what the engine's forward does before a backward
             # The engine scales the loss again; dividing first leaves the gradients as accumulated.

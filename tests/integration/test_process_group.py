@@ -41,11 +41,12 @@ RUNS: dict[str, tuple[str, Path | str | None, str]] = {
     "mpi-zero2-yaml": ("mpi", ZERO2_YAML, "sandwich"),
 }
 SANDWICH_RUNS = list(RUNS)
-# One random subnet per step: a rank skips some parameters for a whole step, the other rank others.
+# One path per step (PA&DA): a rank skips some parameters for a whole step, the other rank others,
+# and the next path is drawn from the gradient norms the last one left on the weights.
 RUNS |= {
-    "mpi-zero0-uniform": ("mpi", None, "uniform"),
-    "mpi-zero1-uniform": ("mpi", ZERO1, "uniform"),
-    "mpi-zero2-uniform": ("mpi", ZERO2_YAML, "uniform"),
+    "mpi-zero0-pada": ("mpi", None, "pada"),
+    "mpi-zero1-pada": ("mpi", ZERO1, "pada"),
+    "mpi-zero2-pada": ("mpi", ZERO2_YAML, "pada"),
 }
 
 
@@ -97,13 +98,14 @@ def test_two_ranks_train_publish_checkpoints_and_record_results(name: str, two_r
 @pytest.mark.parametrize(
     ("reference", "name"),
     [("torchrun-zero0", "mpi-zero1"), ("torchrun-zero0", "mpi-zero2-yaml"),
-     ("mpi-zero0-uniform", "mpi-zero1-uniform"), ("mpi-zero0-uniform", "mpi-zero2-uniform")],
+     ("mpi-zero0-pada", "mpi-zero1-pada"), ("mpi-zero0-pada", "mpi-zero2-pada")],
 )
 def test_zero1_and_zero2_end_where_zero0_ends_with_the_same_per_rank_subnets(
     reference: str, name: str, two_rank_runs
 ) -> None:
-    """Each rank ran its own subnets, so the ranks' graphs differ (under uniform a rank skips some
-    parameters for a whole step); the same ones under every stage, so the weights must agree."""
+    """Each rank ran its own subnets, so the ranks' graphs differ (under pada a rank skips some
+    parameters for a whole step); the same ones under every stage, so the weights must agree.
+    PA&DA draws each path from the gradient norms the last one left: under ZeRO-1/2 too."""
     runs = [two_rank_runs(n) for n in (reference, name)]
     for _, result in runs:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -114,7 +116,7 @@ def test_zero1_and_zero2_end_where_zero0_ends_with_the_same_per_rank_subnets(
     zero0, other = (read_supernet(c)[0] for c in checkpoints)
     assert zero0.keys() == other.keys()
     # Measured: 0.0 in all four (bit-identical). Without DeepSpeedBackend's one backward per step,
-    # ZeRO-2 (sandwich and uniform) and ZeRO-1 (uniform) fail in gloo ("Received data size doesn't
+    # ZeRO-2 (sandwich and one path a step) and ZeRO-1 (one path a step) fail in gloo ("Received data size doesn't
     # match expected size"): DeepSpeed reduces only the parameters that have a gradient on a rank.
     differences = {k: (zero0[k].double() - other[k].double()).abs().max().item() for k in zero0}
     assert max(differences.values()) <= 1e-6, max(differences.items(), key=lambda kv: kv[1])
