@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class Collective:
     algorithm: str
     ranks: int
     size_bytes: float
-    patterns: tuple[Step, ...]
+    patterns: Sequence[Step]  # a tuple, or LazyPatterns for all-to-all
     schedule: tuple[tuple[int, int], ...]
 
     @property
@@ -91,6 +91,39 @@ class Collective:
         return Collective(
             self.kind, self.algorithm, self.ranks, self.size_bytes, tuple(steps), tuple((i, 1) for i in range(len(steps)))
         )
+
+
+class LazyPatterns(Sequence[Step]):
+    """The distinct steps of a collective, built on first use of any of them.
+
+    All-to-all over p ranks stores p(p − 1) flows; the symmetric fast path
+    (:mod:`nasfleet.comm.symmetric`) needs only their shape, so the steps (and the
+    memory guard that protects building them) wait until something reads one.
+    ``len()`` is known without building.
+    """
+
+    def __init__(self, count: int, build: Callable[[], list[Step]], guard: Callable[[], None]) -> None:
+        self._count, self._build, self._guard = count, build, guard
+        self._steps: tuple[Step, ...] | None = None
+
+    def _all(self) -> tuple[Step, ...]:
+        if self._steps is None:
+            self._guard()
+            self._steps = tuple(self._build())
+        return self._steps
+
+    @property
+    def built(self) -> bool:
+        return self._steps is not None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        return self._all()[index]
+
+    def __iter__(self):
+        return iter(self._all())
 
 
 def from_steps(kind: str, algorithm: str, ranks: int, size_bytes: float, steps: list[tuple[Step, int]]) -> Collective:
@@ -391,7 +424,17 @@ def build_collective(
         raise NasfleetError(f"bad pipeline chunk {pipeline_chunk_bytes}: must be positive")
     ranks = int(ranks)
     flows = _stored_flows(kind, algorithm, ranks, int(ranks_per_host))
-    check_memory(f"{algorithm} {kind} over {ranks:,} ranks ({flows:,} flows)", flows * BYTES_PER_FLOW)
+
+    def guard() -> None:
+        check_memory(f"{algorithm} {kind} over {ranks:,} ranks ({flows:,} flows)", flows * BYTES_PER_FLOW)
+
+    if kind == "alltoall" and ranks > 1 and size_bytes > 0:
+        # p − 1 distinct shifts (pairwise) or one all-pairs step (direct), built when first read
+        count = ranks - 1 if algorithm == "pairwise" else 1
+        build = lambda: [step for step, _ in _ALGORITHMS[kind][algorithm](ranks, float(size_bytes), 1)]
+        patterns = LazyPatterns(count, build, guard)
+        return Collective(kind, algorithm, ranks, float(size_bytes), patterns, tuple((i, 1) for i in range(count)))
+    guard()
     if ranks <= 1:
         steps = []
     elif algorithm in _HOST_AWARE.get(kind, {}):

@@ -225,6 +225,7 @@ def simulate(
     alpha_s: float = 0.0,
     dedup: bool = True,
     record_flows: bool = False,
+    fast_path: bool = True,
 ) -> SimulationResult:
     """Simulate ``collective`` on ``topology``.
 
@@ -232,7 +233,10 @@ def simulate(
     ``spray-weighted``, ``split-weighted``); ``seed`` drives the ECMP hash (and a
     ``random`` placement); ``alpha_s`` is a per-step software overhead such as a
     calibrated α, added to every step. ``record_flows`` keeps each flow's rates at flow
-    level, for :meth:`SimulationResult.flow_rates`.
+    level, for :meth:`SimulationResult.flow_rates`. ``fast_path`` lets an all-to-all on a
+    healthy symmetric leaf-spine under ``spray`` or ``split`` be solved from leaf-level
+    counts (:mod:`nasfleet.comm.symmetric`, same numbers); ``False`` always runs the
+    general engine.
     """
     _check_fidelity(fidelity)
     if not (alpha_s >= 0 and math.isfinite(alpha_s)):
@@ -240,6 +244,13 @@ def simulate(
     schedule_router = get_routing(routing)
     started = time.perf_counter()
     check_gpus_per_host(topology, gpus_per_host)
+    if fast_path:
+        from nasfleet.comm import symmetric
+
+        if symmetric.applies(topology, collective, routing, gpus_per_host, placement, dedup, record_flows):
+            if get_routing(routing).name == "ecmp":
+                return symmetric.simulate_pairwise_ecmp(topology, collective, fidelity, seed, alpha_s)
+            return symmetric.simulate_alltoall(topology, collective, routing, fidelity, seed, alpha_s)
     rank_host = place_ranks(collective.ranks, topology.num_hosts, gpus_per_host, placement, seed)
     coll = collective if dedup else collective.expanded()
     # every distinct pattern keeps its link loads and its flows' finish times

@@ -69,9 +69,9 @@ DIRECT_128 = build_collective("alltoall", 128, 2**20, "direct")
 @pytest.mark.parametrize(
     "make, guard",
     [
-        (lambda: build_collective("alltoall", 512, 2**20, "direct"), "direct alltoall over 512 ranks"),
+        (lambda: build_collective("alltoall", 512, 2**20, "direct").patterns[0], "direct alltoall over 512 ranks"),
         (lambda: simulate(FABRIC, DIRECT_128, "ecmp-8"), "routing 16,256 flows with ecmp-8"),
-        (lambda: simulate(FABRIC, DIRECT_128, "spray"), "routing 16,256 flows with spray"),
+        (lambda: simulate(FABRIC, DIRECT_128, "spray", fast_path=False), "routing 16,256 flows with spray"),
         (lambda: simulate(FABRIC, DIRECT_128, "split-weighted"), "routing 16,256 flows with split-weighted"),
         (lambda: simulate(leaf_spine(leaves=1000, spines=500, hosts=1, gbps=400), build_collective("p2p", 2, 1e6)),
          "topology leafspine-1000x500x1 with 1,002,000 links"),

@@ -1,0 +1,380 @@
+"""All-to-all on a healthy, symmetric leaf-spine from leaf-level flow counts.
+
+Pairwise all-to-all over p ranks is p − 1 steps of p flows and direct all-to-all one
+step of p(p − 1): the general engine routes and water-fills every flow, which is
+hours at 32,768 hosts. On a fabric where every leaf looks the same the answer depends
+only on how many flows of a step stay inside a leaf and how many cross the spines:
+
+* every leaf's hosts, uplinks and downlinks are equally fast, no link has failed or
+  is degraded, there is no intra-host tier, one rank per host placed contiguously on
+  whole leaves (p a multiple of the hosts per leaf, or p no more than one leaf);
+* under ``spray`` a crossing flow puts 1/s of its rate on each of its leaf's s
+  uplinks and on each of the destination's s downlinks, so the s links of a leaf
+  carry the same load at every instant and fill together: they act as one link of s
+  times the capacity shared by the leaf's crossing flows;
+* pairwise step k sends host i to host i + k: leaf a sends n − r flows to leaf a + q
+  and r to leaf a + q + 1 (k = qn + r, n hosts per leaf), the same counts from every
+  leaf, and each host link carries one flow; direct all-to-all sends every host the
+  same mix (n − 1 flows inside its leaf, p − n across), so a leaf's host links also
+  fill together.
+
+Then flows of one kind (inside a leaf, or across) are interchangeable, max-min
+fairness gives them equal rates at every instant, and the step is a problem of at
+most two *classes* over four *groups* of links (a class of m flows is a transfer of
+m times the bytes with fairness weight m; a group of links is one link of their
+summed capacity). That problem is solved by the engine's own event loop
+(:func:`nasfleet.comm.flowsim.simulate_step`), and the analytical bound from the
+same counts, so the numbers are the general engine's (tested on random small
+fabrics against ``fast_path=False``). Steps with the same (inside, across) counts are
+solved once: a pairwise all-to-all has at most about 2n distinct ones.
+
+``split`` gives the same rates: on a healthy leaf-spine it loads every link exactly as
+spraying does (its own check falls back to per-group splitting otherwise), each
+subflow of a crossing flow crosses one uplink of its leaf and one downlink of its
+destination, and those links fill together, so all of a flow's subflows freeze when
+the sprayed flow would. Its subflow count is the per-ToR rule's, from the same counts.
+
+Anything else returns ``None`` and the general engine runs: failed or degraded links,
+unequal uplinks, fat-trees and rail fabrics, an intra-host tier, several ranks per
+host, strided, random or explicit placements, p not whole leaves, the capacity-weighted
+and hashed routings (ECMP's rates depend on which spine each flow hashes to), other
+collectives, ``dedup=False`` and ``record_flows=True``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from nasfleet.comm.collectives import Collective
+from nasfleet.comm.flowsim import _REL_TOL, simulate_step
+from nasfleet.comm.routing import Transfers, get_routing
+from nasfleet.comm.topology import LeafSpine, Topology
+
+ROUTINGS = ("spray", "split")
+"""Routings answered from leaf-level counts; plain ``ecmp`` is answered per flow for pairwise
+all-to-all (:func:`simulate_pairwise_ecmp`)."""
+
+
+def applies(
+    topology: Topology, collective: Collective, routing: str, gpus_per_host: int, placement, dedup: bool,
+    record_flows: bool,
+) -> bool:
+    """Whether :func:`simulate_alltoall` gives the general engine's numbers for this request."""
+    if collective.kind != "alltoall" or collective.algorithm not in ("pairwise", "direct"):
+        return False
+    if type(topology) is not LeafSpine or topology.intra_host is not None or topology.failures:
+        return False
+    name = get_routing(routing).name
+    if not (name in ROUTINGS or (name == "ecmp" and collective.algorithm == "pairwise")) or not dedup or record_flows:
+        return False
+    if gpus_per_host != 1 or not (isinstance(placement, str) and placement == "contiguous"):
+        return False
+    p, n = collective.ranks, topology.hosts_per_leaf
+    if p < 2 or collective.size_bytes <= 0 or p > topology.num_hosts or (p > n and p % n):
+        return False
+    capacity = topology.link_bytes_per_s
+    hosts = 2 * topology.num_hosts
+    return bool(np.ptp(capacity[:hosts]) == 0 and np.ptp(capacity[hosts:]) == 0 and np.ptp(topology.link_latency_s) == 0)
+
+
+def _step_counts(collective: Collective, n: int, leaves: int) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Per step, one leaf's (flows inside the leaf, flows across, flows per destination leaf)."""
+    p = collective.ranks
+    if collective.algorithm == "direct":
+        return [(n * (n - 1), n * (p - n), (n * n,) * (leaves - 1))]
+    steps = []
+    for k in range(1, p):
+        q, r = divmod(k, n)
+        groups = [(n - r, q % leaves), (r, (q + 1) % leaves)]
+        inside = sum(count for count, offset in groups if offset == 0)
+        across = tuple(count for count, offset in groups if offset != 0 and count > 0)
+        steps.append((inside, n - inside, across))
+    return steps
+
+
+def _split_subflows(inside: int, across: int, groups: tuple[int, ...], spines: int) -> tuple[int, int]:
+    """One leaf's (subflows under ``split``, the per-ToR minimum) for one step."""
+    if across == 0:
+        return inside, inside
+    per_tor = math.lcm(across, spines)
+    per_group = sum(math.lcm(r, spines) for r in groups)
+    # coordinated over the ToR when that is no dearer; every leaf lays its turns alike, so
+    # the turns fit at every destination and the check against spraying passes
+    return inside + min(per_tor, per_group), inside + per_tor
+
+
+def simulate_alltoall(topology: LeafSpine, collective: Collective, routing: str, fidelity: str, seed: int, alpha_s: float):
+    """The :class:`~nasfleet.comm.simulate.SimulationResult` of an all-to-all for which
+    :func:`applies` holds, from leaf-level counts (see the module docstring)."""
+    from nasfleet.comm.simulate import PatternResult, SimulationResult
+
+    started = time.perf_counter()
+    name = get_routing(routing).name
+    p, s = collective.ranks, topology.spines
+    n = min(p, topology.hosts_per_leaf)
+    leaves = p // n
+    flow_bytes = collective.size_bytes / p
+    host_cap = float(topology.link_bytes_per_s[0])
+    fabric_cap = s * float(topology.link_bytes_per_s[2 * topology.num_hosts])
+    hop_s = float(topology.link_latency_s[0])
+    shared_hosts = collective.algorithm == "direct"
+    flows_per_step = p * (p - 1) if shared_hosts else p
+
+    capacity = topology.link_bytes_per_s
+    num_hosts = topology.num_hosts
+    used_up = 2 * num_hosts + (np.arange(leaves)[:, None] * s + np.arange(s)).ravel()
+    used_down = used_up + topology.leaves * s
+
+    solved: dict[tuple[int, int], int] = {}
+    results: list[PatternResult] = []
+    schedule: list[list[int]] = []
+    for inside, across, groups in _step_counts(collective, n, leaves):
+        key = (inside, across, tuple(sorted(groups)))
+        if key not in solved:
+            solved[key] = len(results)
+            results.append(_solve(key, groups, n, p, s, flow_bytes, host_cap, fabric_cap, hop_s, shared_hosts,
+                                  fidelity, alpha_s, name, leaves, flows_per_step, capacity, used_up, used_down,
+                                  num_hosts, PatternResult))
+        index = solved[key]
+        if schedule and schedule[-1][0] == index:
+            schedule[-1][1] += 1
+        else:
+            schedule.append([index, 1])
+    schedule_t = tuple((i, r) for i, r in schedule)
+
+    repeats = np.zeros(len(results), dtype=np.int64)
+    for i, r in schedule_t:
+        repeats[i] += r
+    cct = sum(results[i].time_s * r for i, r in schedule_t)
+    link_total = np.zeros_like(capacity)
+    for i, r in enumerate(repeats):
+        link_total += r * results[i].link_bytes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        util = np.where(capacity > 0, link_total / (capacity * cct), 0.0) if cct > 0 else np.zeros(1)
+    return SimulationResult(
+        completion_time_s=float(cct),
+        max_congestion_s=float(sum(results[i].congestion_s * r for i, r in schedule_t)),
+        max_link_utilization=float(util.max(initial=0.0)),
+        flows=sum(results[i].num_flows * r for i, r in schedule_t),
+        subflows=sum(results[i].num_transfers * r for i, r in schedule_t),
+        min_subflows=sum(results[i].min_subflows * r for i, r in schedule_t),
+        steps=collective.num_steps,
+        collective=collective.kind,
+        algorithm=collective.algorithm,
+        routing=name,
+        fidelity=fidelity,
+        ranks=collective.ranks,
+        bytes=collective.size_bytes,
+        seed=seed,
+        topology=topology.name,
+        wall_time_s=time.perf_counter() - started,
+        patterns=tuple(results),
+        schedule=schedule_t,
+        link_capacity_bytes_per_s=capacity,
+    )
+
+
+def _solve(key, groups, n, p, s, flow_bytes, host_cap, fabric_cap, hop_s, shared_hosts, fidelity, alpha_s, name,
+           leaves, flows_per_step, capacity, used_up, used_down, num_hosts, PatternResult):
+    """One distinct step: its time, congestion, link bytes and counts."""
+    inside, across, _ = key
+    # classes (flows inside one leaf, flows across) that have flows, as transfers of one
+    # leaf; link groups: host up and host down (shared by the leaf's hosts for direct,
+    # one pair per class for pairwise, where each host link carries one flow), the
+    # leaf's uplinks and its downlinks
+    classes = [(m, lat, crosses) for m, lat, crosses in ((inside, 2 * hop_s, False), (across, 4 * hop_s, True)) if m > 0]
+    rows, cols, caps = [], [], []
+    if shared_hosts:
+        caps += [n * host_cap, n * host_cap]
+    for c, (m, _, crosses) in enumerate(classes):
+        if shared_hosts:
+            rows += [c, c]
+            cols += [0, 1]
+        else:
+            rows += [c, c]
+            cols += [len(caps), len(caps) + 1]
+            caps += [m * host_cap, m * host_cap]
+        if crosses:
+            rows += [c, c]
+            cols += [len(caps), len(caps) + 1]
+            caps += [fabric_cap, fabric_cap]
+    count = np.array([m for m, _, _ in classes], dtype=np.float64)
+    incidence = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(classes), len(caps)))
+    quotient = Transfers(
+        flow=np.arange(len(classes)), size_bytes=count * flow_bytes, latency_s=np.array([lat for _, lat, _ in classes]),
+        incidence=incidence, num_flows=len(classes), share=count,
+    )
+    host_bytes = (p - 1 if shared_hosts else 1) * flow_bytes
+    fabric_link_bytes = across * flow_bytes / s
+    congestion_s = max(host_bytes / host_cap, fabric_link_bytes * s / fabric_cap if across else 0.0)
+    latency_s = float(quotient.latency_s.max())
+    if fidelity == "flow":
+        timing = simulate_step(quotient, np.array(caps))
+        time_s, changes = timing.time_s, timing.rate_changes
+    else:
+        time_s, changes = congestion_s + latency_s, 0
+    link_bytes = np.zeros(len(capacity))
+    link_bytes[:p] = host_bytes
+    link_bytes[num_hosts: num_hosts + p] = host_bytes
+    if across:
+        link_bytes[used_up] = fabric_link_bytes
+        link_bytes[used_down] = fabric_link_bytes
+    split_count, minimum = _split_subflows(inside, across, groups, s)
+    per_leaf = split_count if name == "split" else inside + across
+    return PatternResult(
+        time_s=time_s + alpha_s,
+        congestion_s=congestion_s,
+        latency_s=latency_s,
+        num_flows=flows_per_step,
+        num_transfers=per_leaf * leaves,
+        link_bytes=link_bytes,
+        min_subflows=minimum * leaves,
+        rate_changes=changes,
+    )
+
+
+ECMP_FLOWS_PER_BATCH = 1 << 21
+"""Flows of the pairwise ECMP path solved together (steps stacked side by side)."""
+
+
+def _ecmp_fill(active, up, down, comp, num_steps, links_per_step, host_cap, fabric_cap):
+    """Max-min rates of many independent pairwise steps at once, each by its own progressive filling.
+
+    Every transfer has a private host up- and down-link (pairwise: one flow per host
+    link), one uplink ``up`` and one downlink ``down`` (indices into the stacked fabric
+    links, ``-1`` for a flow inside a leaf); ``comp`` is its step. Each step's level
+    rises by its own smallest headroom, exactly as :meth:`FairShare.rates` does for
+    that step alone.
+    """
+    total_links = num_steps * links_per_step
+    rate = np.zeros(len(up))
+    frozen = ~active
+    level = np.zeros(num_steps)
+    host_residual = np.full(num_steps, host_cap)
+    residual = np.full(total_links, fabric_cap)
+    crosses = up >= 0
+    while not frozen.all():
+        live = ~frozen
+        on = live & crosses
+        count = np.bincount(up[on], minlength=total_links) + np.bincount(down[on], minlength=total_links)
+        used = count > 0
+        headroom = np.full(total_links, np.inf)
+        headroom[used] = np.maximum(residual[used], 0.0) / count[used]
+        alive = np.bincount(comp[live], minlength=num_steps) > 0
+        delta = np.where(alive, np.minimum(headroom.reshape(num_steps, links_per_step).min(axis=1), host_residual), 0.0)
+        level += delta
+        per_link = np.repeat(delta, links_per_step)
+        full = used & (headroom <= per_link * (1 + _REL_TOL) + 1e-300)
+        host_full = alive & (host_residual <= delta * (1 + _REL_TOL) + 1e-300)
+        residual -= count * per_link
+        residual[full] = 0.0
+        host_residual -= delta
+        newly = live & (host_full[comp] | (crosses & (full[np.maximum(up, 0)] | full[np.maximum(down, 0)])))
+        rate[newly] = level[comp[newly]]
+        frozen |= newly
+    return rate
+
+
+def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity: str, seed: int, alpha_s: float):
+    """Pairwise all-to-all under plain ECMP for which :func:`applies_ecmp` holds.
+
+    Per flow, vectorised: every flow is hashed onto its spine exactly as
+    :class:`~nasfleet.comm.routing.HashedRouting` does; host links carry one flow each,
+    so only the per-link flow counts of the uplinks and downlinks enter the rates. Up to
+    :data:`ECMP_FLOWS_PER_BATCH` flows of consecutive steps are solved together, each
+    step by its own progressive filling and event loop (rates recomputed from scratch at
+    every completion). Each step keeps its time and congestion; link bytes are kept as
+    the collective's total (every pattern holds the per-step mean), so totals, top links
+    and utilisation are exact and the per-step utilisation timeline is averaged.
+    """
+    from nasfleet.comm.routing import flow_hash
+    from nasfleet.comm.simulate import PatternResult, SimulationResult
+
+    started = time.perf_counter()
+    p, s, n_leaf = collective.ranks, topology.spines, topology.hosts_per_leaf
+    n = min(p, n_leaf)
+    leaves = p // n
+    f = collective.size_bytes / p
+    host_cap = float(topology.link_bytes_per_s[0])
+    fabric_cap = float(topology.link_bytes_per_s[2 * topology.num_hosts])
+    hop_s = float(topology.link_latency_s[0])
+    links_per_step = 2 * topology.leaves * s
+    src = np.arange(p, dtype=np.int64)
+    tor = src // n_leaf
+    fabric_total = np.zeros(links_per_step)
+    times, congestion = np.zeros(p - 1), np.zeros(p - 1)
+    per_batch = max(1, ECMP_FLOWS_PER_BATCH // p)
+    for first in range(1, p, per_batch):
+        shifts = np.arange(first, min(p, first + per_batch), dtype=np.int64)
+        steps = len(shifts)
+        dst = (src[None, :] + shifts[:, None]) % p
+        dst_tor = tor[dst]
+        crosses = (tor[None, :] != dst_tor).ravel()
+        spine = (flow_hash(np.broadcast_to(src, dst.shape), dst, np.zeros(1, dtype=np.int64), seed)
+                 % np.uint64(s)).astype(np.int64).ravel()
+        comp = np.repeat(np.arange(steps), p)
+        base = comp * links_per_step
+        src_tor = np.tile(tor, steps)
+        up = np.where(crosses, base + src_tor * s + spine, -1)
+        down = np.where(crosses, base + links_per_step // 2 + dst_tor.ravel() * s + spine, -1)
+        count = np.bincount(up[crosses], minlength=steps * links_per_step) + np.bincount(
+            down[crosses], minlength=steps * links_per_step)
+        fabric_total += count.reshape(steps, links_per_step).sum(axis=0) * f
+        busiest = count.reshape(steps, links_per_step).max(axis=1)
+        congestion[shifts - 1] = np.maximum(f / host_cap, busiest * f / fabric_cap)
+        latency = np.where(crosses, 4 * hop_s, 2 * hop_s)
+        if fidelity == "flow":
+            remaining = np.full(len(up), f)
+            active = np.ones(len(up), dtype=bool)
+            done = np.zeros(len(up))
+            now = np.zeros(steps)
+            while active.any():
+                rate = _ecmp_fill(active, up, down, comp, steps, links_per_step, host_cap, fabric_cap)
+                left = np.full(len(up), np.inf)
+                left[active] = remaining[active] / rate[active]
+                dt = left.reshape(steps, p).min(axis=1)
+                dt = np.where(np.isfinite(dt), dt, 0.0)
+                finishing = active & (left <= dt[comp] * (1 + _REL_TOL))
+                now += dt
+                remaining[active] -= rate[active] * dt[comp[active]]
+                done[finishing] = now[comp[finishing]]
+                remaining[finishing] = 0.0
+                active &= ~finishing
+            times[shifts - 1] = (done + latency).reshape(steps, p).max(axis=1)
+        else:
+            times[shifts - 1] = congestion[shifts - 1] + latency.reshape(steps, p).max(axis=1)
+
+    capacity = topology.link_bytes_per_s
+    num_hosts = topology.num_hosts
+    mean_bytes = np.zeros(len(capacity))
+    mean_bytes[:p] = f
+    mean_bytes[num_hosts: num_hosts + p] = f
+    mean_bytes[2 * num_hosts: 2 * num_hosts + links_per_step] = fabric_total / (p - 1)
+    counts = _step_counts(collective, n, leaves)
+    results = tuple(
+        PatternResult(
+            time_s=float(times[k]) + alpha_s, congestion_s=float(congestion[k]), latency_s=4 * hop_s if across else 2 * hop_s,
+            num_flows=p, num_transfers=p, link_bytes=mean_bytes,
+            min_subflows=_split_subflows(inside, across, groups, s)[1] * leaves,
+        )
+        for k, (inside, across, groups) in enumerate(counts)
+    )
+    schedule = tuple((k, 1) for k in range(p - 1))
+    cct = float(sum(r.time_s for r in results))
+    link_total = mean_bytes * (p - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        util = np.where(capacity > 0, link_total / (capacity * cct), 0.0) if cct > 0 else np.zeros(1)
+    return SimulationResult(
+        completion_time_s=cct,
+        max_congestion_s=float(sum(r.congestion_s for r in results)),
+        max_link_utilization=float(util.max(initial=0.0)),
+        flows=p * (p - 1), subflows=p * (p - 1), min_subflows=sum(r.min_subflows for r in results),
+        steps=p - 1, collective=collective.kind, algorithm=collective.algorithm, routing="ecmp", fidelity=fidelity,
+        ranks=p, bytes=collective.size_bytes, seed=seed, topology=topology.name,
+        wall_time_s=time.perf_counter() - started, patterns=results, schedule=schedule,
+        link_capacity_bytes_per_s=capacity,
+    )
