@@ -12,6 +12,11 @@ answer in the same run:
   completion), also step by step. It is only run on the smaller fabrics (it would
   take hours on the large ones); the speed-up column says where it was measured.
 
+A third table times all-to-all (pairwise and direct, 1 GiB per rank) at 1,024, 8,192 and
+32,768 hosts under ``spray`` and ``split``, and pairwise under ``ecmp`` up to 8,192 hosts:
+on these healthy symmetric fabrics ``simulate()`` takes its all-to-all fast path
+(:mod:`nasfleet.comm.symmetric`; equal to the general engine, which the tests check).
+
 A second table times harder flow-level cases (halving-doubling under ECMP, direct
 all-reduce and pairwise all-to-all on the 256-GPU fabric), where hashing makes many
 distinct rates and so many rate recomputations.
@@ -49,6 +54,11 @@ EXTRA = [
     ("direct all-reduce, 16x16 fabric, 16 MiB", "allreduce", "direct", 256, 16 * 2**20, "ecmp"),
     ("pairwise all-to-all, 16x16 fabric, 16 MiB", "alltoall", "pairwise", 256, 16 * 2**20, "ecmp-4"),
 ]
+
+
+# (hosts, algorithm, routing) of the all-to-all table; direct ECMP has no fast path
+ALLTOALL = [(h, a, r) for h in (1024, 8192, 32768) for a in ("pairwise", "direct") for r in ("spray", "split", "ecmp")
+            if r != "ecmp" or (a == "pairwise" and h <= 8192)]
 
 
 def fabric(hosts: int):
@@ -124,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 32,768-host fabric")
     parser.add_argument("--routing", default="split")
+    parser.add_argument("--note", default="", help="a remark stored with the results (e.g. how busy the machine was)")
     args = parser.parse_args()
     host_counts = [64, 256, 1024, 4096, 32768][: 4 if args.quick else 5]
     baseline_up_to = 1024
@@ -170,6 +181,19 @@ def main() -> None:
                       "wall_s": wall, "peak_mem_mib": peak / 2**20})
         print(json.dumps(extra[-1]), flush=True)
 
+    alltoall = []
+    for hosts, algorithm, routing in ALLTOALL if not args.quick else ALLTOALL[:5]:
+        topo = fabric(hosts)
+
+        def run():
+            return simulate(topo, build_collective("alltoall", hosts, SIZE_BYTES, algorithm), routing, "flow")
+
+        result, wall, peak = measure(run)
+        alltoall.append({"hosts": hosts, "algorithm": algorithm, "routing": routing, "steps": result.steps,
+                         "flows": result.flows, "subflows": result.subflows, "distinct_solves": len(result.patterns),
+                         "cct_s": result.completion_time_s, "wall_s": wall, "peak_mem_mib": peak / 2**20})
+        print(json.dumps(alltoall[-1]), flush=True)
+
     record = {
         "benchmark": "flow-level 1 GiB ring all-reduce, leaf-spine 32 hosts/leaf x 32 spines, 400 Gb/s, 1:1",
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
@@ -180,6 +204,8 @@ def main() -> None:
         "Peak memory is tracemalloc's peak of Python+numpy allocations during the run.",
         "rows": rows,
         "other_workloads": extra,
+        "alltoall": alltoall,
+        "alltoall_note": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "comm_speed.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -210,6 +236,19 @@ def main() -> None:
         lines.append(
             f"| {r['workload']} | {r['hosts']:,} | {r['routing']} | {r['patterns']} | {r['rate_changes']:,} | "
             f"{r['wall_s']:.2f} | {r['peak_mem_mib']:.1f} |"
+        )
+    lines += [
+        "",
+        "All-to-all, 1 GiB per rank, flow level (fast path; ECMP seed 0)"
+        + (f". {args.note}" if args.note else "") + ":",
+        "",
+        "| hosts | algorithm | routing | steps | flows | subflows | distinct solves | CCT (ms) | wall (s) | peak mem (MiB) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in alltoall:
+        lines.append(
+            f"| {r['hosts']:,} | {r['algorithm']} | {r['routing']} | {r['steps']:,} | {r['flows']:,} | {r['subflows']:,} | "
+            f"{r['distinct_solves']:,} | {r['cct_s'] * 1e3:.3f} | {r['wall_s']:.2f} | {r['peak_mem_mib']:.1f} |"
         )
     (RESULTS / "comm_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

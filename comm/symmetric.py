@@ -241,41 +241,50 @@ ECMP_FLOWS_PER_BATCH = 1 << 21
 """Flows of the pairwise ECMP path solved together (steps stacked side by side)."""
 
 
-def _ecmp_fill(active, up, down, comp, num_steps, links_per_step, host_cap, fabric_cap):
-    """Max-min rates of many independent pairwise steps at once, each by its own progressive filling.
+def _segment_min(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return np.minimum.reduceat(values, starts) if len(values) else np.zeros(0)
 
-    Every transfer has a private host up- and down-link (pairwise: one flow per host
-    link), one uplink ``up`` and one downlink ``down`` (indices into the stacked fabric
-    links, ``-1`` for a flow inside a leaf); ``comp`` is its step. Each step's level
-    rises by its own smallest headroom, exactly as :meth:`FairShare.rates` does for
-    that step alone.
+
+def _ecmp_fill(up, down, comp, num_links, host_cap, fabric_cap):
+    """Max-min rates of crossing flows of many independent pairwise steps at once.
+
+    Every flow has a private host up- and down-link (pairwise: one flow per host link),
+    one uplink ``up`` and one downlink ``down`` (indices into the batch's used links);
+    ``comp`` is its step, sorted. Each step's level rises to the lowest level at which
+    one of its links fills, as :meth:`FairShare.rates` does for that step alone; every
+    flow through a full link freezes there.
     """
-    total_links = num_steps * links_per_step
     rate = np.zeros(len(up))
-    frozen = ~active
-    level = np.zeros(num_steps)
-    host_residual = np.full(num_steps, host_cap)
-    residual = np.full(total_links, fabric_cap)
-    crosses = up >= 0
-    while not frozen.all():
-        live = ~frozen
-        on = live & crosses
-        count = np.bincount(up[on], minlength=total_links) + np.bincount(down[on], minlength=total_links)
-        used = count > 0
-        headroom = np.full(total_links, np.inf)
-        headroom[used] = np.maximum(residual[used], 0.0) / count[used]
-        alive = np.bincount(comp[live], minlength=num_steps) > 0
-        delta = np.where(alive, np.minimum(headroom.reshape(num_steps, links_per_step).min(axis=1), host_residual), 0.0)
-        level += delta
-        per_link = np.repeat(delta, links_per_step)
-        full = used & (headroom <= per_link * (1 + _REL_TOL) + 1e-300)
-        host_full = alive & (host_residual <= delta * (1 + _REL_TOL) + 1e-300)
-        residual -= count * per_link
-        residual[full] = 0.0
-        host_residual -= delta
-        newly = live & (host_full[comp] | (crosses & (full[np.maximum(up, 0)] | full[np.maximum(down, 0)])))
-        rate[newly] = level[comp[newly]]
-        frozen |= newly
+    live = np.arange(len(up))
+    frozen_load = np.zeros(num_links)
+    count = (np.bincount(up, minlength=num_links) + np.bincount(down, minlength=num_links)).astype(np.float64)
+    level = np.zeros(int(comp[-1]) + 1 if len(comp) else 0)
+    while len(live):
+        u, d, c = up[live], down[live], comp[live]
+        fill_up = (fabric_cap - frozen_load[u]) / count[u]
+        fill_down = (fabric_cap - frozen_load[d]) / count[d]
+        fill = np.minimum(np.minimum(fill_up, fill_down), host_cap)
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        step = c[starts]
+        before = level[step]
+        new = _segment_min(fill, starts)
+        level[step] = new
+        delta = np.repeat(new - before, np.diff(np.r_[starts, len(c)]))
+        prev = np.repeat(before, np.diff(np.r_[starts, len(c)]))
+        full = (fill - prev) <= delta * (1 + _REL_TOL) + 1e-300
+        # a link fills for every flow on it: freeze all flows of a full link, not just those that saw it first
+        link_full = np.zeros(num_links, dtype=bool)
+        link_full[u[(fill_up - prev) <= delta * (1 + _REL_TOL) + 1e-300]] = True
+        link_full[d[(fill_down - prev) <= delta * (1 + _REL_TOL) + 1e-300]] = True
+        host_full = (host_cap - prev) <= delta * (1 + _REL_TOL) + 1e-300
+        newly = full | link_full[u] | link_full[d] | host_full
+        frozen = live[newly]
+        rate[frozen] = level[comp[frozen]]
+        np.add.at(frozen_load, up[frozen], rate[frozen])
+        np.add.at(frozen_load, down[frozen], rate[frozen])
+        np.subtract.at(count, up[frozen], 1.0)
+        np.subtract.at(count, down[frozen], 1.0)
+        live = live[~newly]
     return rate
 
 
@@ -319,34 +328,40 @@ def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity
         comp = np.repeat(np.arange(steps), p)
         base = comp * links_per_step
         src_tor = np.tile(tor, steps)
-        up = np.where(crosses, base + src_tor * s + spine, -1)
-        down = np.where(crosses, base + links_per_step // 2 + dst_tor.ravel() * s + spine, -1)
-        count = np.bincount(up[crosses], minlength=steps * links_per_step) + np.bincount(
-            down[crosses], minlength=steps * links_per_step)
+        up = (base + src_tor * s + spine)[crosses]
+        down = (base + links_per_step // 2 + dst_tor.ravel() * s + spine)[crosses]
+        comp = comp[crosses]
+        count = np.bincount(up, minlength=steps * links_per_step) + np.bincount(down, minlength=steps * links_per_step)
         fabric_total += count.reshape(steps, links_per_step).sum(axis=0) * f
         busiest = count.reshape(steps, links_per_step).max(axis=1)
         congestion[shifts - 1] = np.maximum(f / host_cap, busiest * f / fabric_cap)
-        latency = np.where(crosses, 4 * hop_s, 2 * hop_s)
+        any_inside = (~crosses).reshape(steps, p).any(axis=1)
+        any_across = crosses.reshape(steps, p).any(axis=1)
+        inside_s = np.where(any_inside, f / host_cap + 2 * hop_s, 0.0)  # alone on their host links
         if fidelity == "flow":
+            used, inverse = np.unique(np.r_[up, down], return_inverse=True)
+            up_c, down_c = inverse[: len(up)], inverse[len(up):]
             remaining = np.full(len(up), f)
-            active = np.ones(len(up), dtype=bool)
             done = np.zeros(len(up))
             now = np.zeros(steps)
-            while active.any():
-                rate = _ecmp_fill(active, up, down, comp, steps, links_per_step, host_cap, fabric_cap)
-                left = np.full(len(up), np.inf)
-                left[active] = remaining[active] / rate[active]
-                dt = left.reshape(steps, p).min(axis=1)
-                dt = np.where(np.isfinite(dt), dt, 0.0)
-                finishing = active & (left <= dt[comp] * (1 + _REL_TOL))
-                now += dt
-                remaining[active] -= rate[active] * dt[comp[active]]
-                done[finishing] = now[comp[finishing]]
-                remaining[finishing] = 0.0
-                active &= ~finishing
-            times[shifts - 1] = (done + latency).reshape(steps, p).max(axis=1)
+            active = np.arange(len(up))
+            while len(active):
+                c = comp[active]
+                rate = _ecmp_fill(up_c[active], down_c[active], c, len(used), host_cap, fabric_cap)
+                left = remaining[active] / rate
+                starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+                dt_step = np.zeros(steps)
+                dt_step[c[starts]] = _segment_min(left, starts)
+                finishing = left <= dt_step[c] * (1 + _REL_TOL)
+                now += dt_step
+                remaining[active] -= rate * dt_step[c]
+                done[active[finishing]] = now[c[finishing]]
+                active = active[~finishing]
+            across_s = np.zeros(steps)
+            np.maximum.at(across_s, comp, done + 4 * hop_s)
+            times[shifts - 1] = np.maximum(inside_s, across_s)
         else:
-            times[shifts - 1] = congestion[shifts - 1] + latency.reshape(steps, p).max(axis=1)
+            times[shifts - 1] = congestion[shifts - 1] + np.where(any_across, 4 * hop_s, 2 * hop_s)
 
     capacity = topology.link_bytes_per_s
     num_hosts = topology.num_hosts
