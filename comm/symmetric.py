@@ -37,8 +37,13 @@ the sprayed flow would. Its subflow count is the per-ToR rule's, from the same c
 Anything else returns ``None`` and the general engine runs: failed or degraded links,
 unequal uplinks, fat-trees and rail fabrics, an intra-host tier, several ranks per
 host, strided, random or explicit placements, p not whole leaves, the capacity-weighted
-and hashed routings (ECMP's rates depend on which spine each flow hashes to), other
-collectives, ``dedup=False`` and ``record_flows=True``.
+and ``ecmp-K``, other collectives, ``dedup=False`` and ``record_flows=True``.
+
+Plain ``ecmp`` depends on which spine each flow hashes to, so no count of a leaf pair
+decides its rates; for pairwise all-to-all (one flow per host link) it is answered per
+flow but vectorised (:func:`simulate_pairwise_ecmp`): the same hash as the engine, only
+the flow counts of uplinks and downlinks, many steps solved side by side. Direct
+all-to-all under ECMP (host links shared by p − 1 hashed flows) takes the general engine.
 """
 
 from __future__ import annotations
