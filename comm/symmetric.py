@@ -54,7 +54,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from nasfleet.comm.collectives import Collective
+from nasfleet.comm.collectives import Collective, LazyPatterns
 from nasfleet.comm.flowsim import _REL_TOL, simulate_step
 from nasfleet.comm.routing import Transfers, get_routing
 from nasfleet.comm.topology import LeafSpine, Topology
@@ -70,6 +70,8 @@ def applies(
 ) -> bool:
     """Whether :func:`simulate_alltoall` gives the general engine's numbers for this request."""
     if collective.kind != "alltoall" or collective.algorithm not in ("pairwise", "direct"):
+        return False
+    if not isinstance(collective.patterns, LazyPatterns):  # steps built by hand may not be the standard ones
         return False
     if type(topology) is not LeafSpine or topology.intra_host is not None or topology.failures:
         return False
