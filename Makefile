@@ -36,7 +36,7 @@ install: $(STAMP) $(PROMETHEUS)
 # DeepSpeed and MPI processes, so two files overlap well on 2 cores (10.5-11.7 minutes here on
 # a quiet machine; three workers gained 3%, too little for the extra contention).
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
