@@ -57,9 +57,7 @@ class ElasticConv2d(nn.Module):
         else:
             weight = self.weight[:out_channels, :in_channels, crop, crop]
             groups = 1
-        # A sliced weight is strided; oneDNN's kernels run measurably slower on it (forward and
-        # backward) than on a packed copy, which costs one small copy per call.
-        return F.conv2d(x, weight.contiguous(), None, self.stride, kernel_size // 2, 1, groups)
+        return F.conv2d(x, weight, None, self.stride, kernel_size // 2, 1, groups)
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
