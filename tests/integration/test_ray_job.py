@@ -140,8 +140,7 @@ def test_submitted_training_job_succeeds_and_writes_checkpoints_and_parquet(
 
 def test_submitting_without_the_token_is_refused(ray_head: str, head_env: dict[str, str]) -> None:
     env = {**head_env, "RAY_AUTH_TOKEN": "not-the-token"}
-    started = time.monotonic()
     result = subprocess.run(
         [RAY, "job", "list", "--address", ray_head], env=env, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0 and time.monotonic() - started < 120
+    assert result.returncode != 0

@@ -87,10 +87,8 @@ def test_second_process_is_refused_then_acquires_once_the_holder_is_killed(
 
     # SIGKILL runs no cleanup; the kernel still drops the lock with the process.
     _kill(first)
-    start = time.monotonic()
-    third = _start_holder(run, "nasfleet train")
+    third = _start_holder(run, "nasfleet train")  # a held lock would refuse it (exit 2), not make it wait
     holders.append(third)
-    assert time.monotonic() - start < 10
     assert json.loads((tmp_path / "run" / LOCK_FILE).read_text())["pid"] == third.pid
 
 
