@@ -15,6 +15,7 @@ from nasfleet.strategies.base import (
 )
 from nasfleet.strategies.deps import DepsStrategy
 from nasfleet.strategies.fewshot import FewShotGMStrategy, FewShotSupernet
+from nasfleet.strategies.ibp import IBPStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.pada import PadaStrategy
 from nasfleet.strategies.polarisation import PolarisationStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.progressive import ProgressiveStrategy
