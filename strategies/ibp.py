@@ -60,6 +60,10 @@ class IBPParams(StrategyParams):
     """τ: the tightness and balance ratios below which the regulariser acts."""
     ibp_init: bool = True
     num_random: NonNegativeInt = 1
+    grad_clip: PositiveFloat | None = 10.0
+    """Cap on the L2 norm of the step's accumulated gradient, applied after each task's backward
+    (the paper clips at 10): bounds are loose early in the ramp, and one large robust loss would
+    otherwise throw the weights to NaN. None turns it off."""
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> IBPParams:
@@ -132,6 +136,7 @@ class IBPStrategy(TrainingStrategy):
     name = "ibp"
     Params = IBPParams
     params: IBPParams
+    max_zero_stage = 0  # the clip reads the parameters' .grad; ZeRO-1/2 keeps the step's gradients elsewhere
 
     def __init__(self, space: Any, params: IBPParams) -> None:
         super().__init__(require_mbconv(space, self.name), params)
@@ -179,6 +184,13 @@ class IBPStrategy(TrainingStrategy):
         if intensity > 0 and box.trace is not None:
             loss = loss + intensity * warmup_regulariser(box.trace, box.radius, self.params.reg_tolerance)
         return loss
+
+    def after_backward(
+        self, task: SubnetTask, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+        example_ids: torch.Tensor | None,
+    ) -> None:
+        if self.params.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.params.grad_clip)
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # ε is a function of the step; the remembered batch lives for one task only
