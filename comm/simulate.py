@@ -294,31 +294,58 @@ def simulate(
             )
         )
 
-    cct = sum(results[i].time_s * r for i, r in coll.schedule)
-    link_total = np.zeros_like(capacity)
-    for i, r in coll.schedule:
-        link_total += r * results[i].link_bytes
+    return assemble_result(
+        tuple(results), coll.schedule, collective, topology, steps=coll.num_steps, routing=schedule_router.name,
+        fidelity=fidelity, seed=seed, started=started,
+    )
+
+
+def assemble_result(
+    patterns: tuple[PatternResult, ...],
+    schedule: tuple[tuple[int, int], ...],
+    collective: Collective,
+    topology: Topology,
+    *,
+    steps: int,
+    routing: str,
+    fidelity: str,
+    seed: int,
+    started: float,
+    link_total: np.ndarray | None = None,
+) -> SimulationResult:
+    """A collective's result from its distinct steps and the ``(step, repeats)`` runs they occur in.
+
+    Every engine ends here, so the totals mean the same whichever solved the steps.
+    ``link_total`` (bytes per link, whole collective) may be passed by an engine that has it
+    cheaper than the schedule-weighted sum of every step's link bytes.
+    """
+    capacity = topology.link_bytes_per_s
+    cct = sum(patterns[i].time_s * r for i, r in schedule)
+    if link_total is None:
+        link_total = np.zeros_like(capacity)
+        for i, r in schedule:
+            link_total += r * patterns[i].link_bytes
     with np.errstate(divide="ignore", invalid="ignore"):
         util = np.where(capacity > 0, link_total / (capacity * cct), 0.0) if cct > 0 else np.zeros(1)
     return SimulationResult(
         completion_time_s=float(cct),
-        max_congestion_s=float(sum(results[i].congestion_s * r for i, r in coll.schedule)),
+        max_congestion_s=float(sum(patterns[i].congestion_s * r for i, r in schedule)),
         max_link_utilization=float(util.max(initial=0.0)),
-        flows=sum(results[i].num_flows * r for i, r in coll.schedule),
-        subflows=sum(results[i].num_transfers * r for i, r in coll.schedule),
-        min_subflows=sum(results[i].min_subflows * r for i, r in coll.schedule),
-        steps=coll.num_steps,
+        flows=sum(patterns[i].num_flows * r for i, r in schedule),
+        subflows=sum(patterns[i].num_transfers * r for i, r in schedule),
+        min_subflows=sum(patterns[i].min_subflows * r for i, r in schedule),
+        steps=steps,
         collective=collective.kind,
         algorithm=collective.algorithm,
-        routing=schedule_router.name,
+        routing=routing,
         fidelity=fidelity,
         ranks=collective.ranks,
         bytes=collective.size_bytes,
         seed=seed,
         topology=topology.name,
         wall_time_s=time.perf_counter() - started,
-        patterns=tuple(results),
-        schedule=coll.schedule,
+        patterns=patterns,
+        schedule=schedule,
         link_capacity_bytes_per_s=capacity,
     )
 

@@ -117,7 +117,7 @@ def _split_subflows(inside: int, across: int, groups: tuple[int, ...], spines: i
 def simulate_alltoall(topology: LeafSpine, collective: Collective, routing: str, fidelity: str, seed: int, alpha_s: float):
     """The :class:`~nasfleet.comm.simulate.SimulationResult` of an all-to-all for which
     :func:`applies` holds, from leaf-level counts (see the module docstring)."""
-    from nasfleet.comm.simulate import PatternResult, SimulationResult
+    from nasfleet.comm.simulate import PatternResult, assemble_result
 
     started = time.perf_counter()
     name = get_routing(routing).name
@@ -156,32 +156,12 @@ def simulate_alltoall(topology: LeafSpine, collective: Collective, routing: str,
     repeats = np.zeros(len(results), dtype=np.int64)
     for i, r in schedule_t:
         repeats[i] += r
-    cct = sum(results[i].time_s * r for i, r in schedule_t)
     link_total = np.zeros_like(capacity)
     for i, r in enumerate(repeats):
         link_total += r * results[i].link_bytes
-    with np.errstate(divide="ignore", invalid="ignore"):
-        util = np.where(capacity > 0, link_total / (capacity * cct), 0.0) if cct > 0 else np.zeros(1)
-    return SimulationResult(
-        completion_time_s=float(cct),
-        max_congestion_s=float(sum(results[i].congestion_s * r for i, r in schedule_t)),
-        max_link_utilization=float(util.max(initial=0.0)),
-        flows=sum(results[i].num_flows * r for i, r in schedule_t),
-        subflows=sum(results[i].num_transfers * r for i, r in schedule_t),
-        min_subflows=sum(results[i].min_subflows * r for i, r in schedule_t),
-        steps=collective.num_steps,
-        collective=collective.kind,
-        algorithm=collective.algorithm,
-        routing=name,
-        fidelity=fidelity,
-        ranks=collective.ranks,
-        bytes=collective.size_bytes,
-        seed=seed,
-        topology=topology.name,
-        wall_time_s=time.perf_counter() - started,
-        patterns=tuple(results),
-        schedule=schedule_t,
-        link_capacity_bytes_per_s=capacity,
+    return assemble_result(
+        tuple(results), schedule_t, collective, topology, steps=collective.num_steps, routing=name,
+        fidelity=fidelity, seed=seed, started=started, link_total=link_total,
     )
 
 
@@ -308,7 +288,7 @@ def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity
     and utilisation are exact and the per-step utilisation timeline is averaged.
     """
     from nasfleet.comm.routing import flow_hash
-    from nasfleet.comm.simulate import PatternResult, SimulationResult
+    from nasfleet.comm.simulate import PatternResult, assemble_result
 
     started = time.perf_counter()
     p, s, n_leaf = collective.ranks, topology.spines, topology.hosts_per_leaf
@@ -386,17 +366,7 @@ def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity
         for k, (inside, across, groups) in enumerate(counts)
     )
     schedule = tuple((k, 1) for k in range(p - 1))
-    cct = float(sum(r.time_s for r in results))
-    link_total = mean_bytes * (p - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        util = np.where(capacity > 0, link_total / (capacity * cct), 0.0) if cct > 0 else np.zeros(1)
-    return SimulationResult(
-        completion_time_s=cct,
-        max_congestion_s=float(sum(r.congestion_s for r in results)),
-        max_link_utilization=float(util.max(initial=0.0)),
-        flows=p * (p - 1), subflows=p * (p - 1), min_subflows=sum(r.min_subflows for r in results),
-        steps=p - 1, collective=collective.kind, algorithm=collective.algorithm, routing="ecmp", fidelity=fidelity,
-        ranks=p, bytes=collective.size_bytes, seed=seed, topology=topology.name,
-        wall_time_s=time.perf_counter() - started, patterns=results, schedule=schedule,
-        link_capacity_bytes_per_s=capacity,
+    return assemble_result(
+        results, schedule, collective, topology, steps=p - 1, routing="ecmp", fidelity=fidelity, seed=seed,
+        started=started, link_total=mean_bytes * (p - 1),
     )
