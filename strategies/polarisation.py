@@ -23,6 +23,7 @@ them changes nothing. ``t`` sets how many gates it drives to zero (docs/polarisa
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 import numpy as np
 import torch
 from pydantic import Field, NonNegativeFloat
@@ -31,7 +32,7 @@ from torch.func import functional_call
 
 from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, find_module, require_mbconv
 from nasfleet.strategies.registry import STRATEGIES
-from nasfleet.supernet import Arch, SearchSpace
+from nasfleet.supernet import Arch, SearchSpace, recalibrate_batchnorm
 from nasfleet.supernet.channel_prune import PrunedMBConvNet, prune_hidden_channels
 from nasfleet.supernet.mbconv import MBConvSupernet
 
@@ -109,7 +110,7 @@ class PolarisationParams(StrategyParams):
     """The weight of the polarising term ``−‖γ − mean(γ)‖₁`` (the paper's is 1): 0 is the L1 ablation,
     under which the gates shrink together instead of splitting."""
     sparsity: float = Field(0.5, ge=0.0, lt=1.0)
-    """The fraction of hidden channels :func:`consensus_subnet` removes (smallest gates first)."""
+    """The fraction of hidden channels :meth:`PolarisationStrategy.consensus` removes (smallest gates first)."""
 
 
 @STRATEGIES.register()
@@ -161,6 +162,21 @@ class PolarisationStrategy(TrainingStrategy):
                 param.grad = grad.clone()
             else:
                 param.grad.add_(grad)
+
+    def consensus(self, model: nn.Module, calibration: Iterable[torch.Tensor] = ()) -> PrunedMBConvNet:
+        """The trained run's one pruned network: ``sparsity`` of the hidden channels removed, smallest
+        gates first, batch norm re-estimated on ``calibration`` (training images) when given.
+
+        Works on a copy; the plain network it returns has no gates and computes what the gated
+        model computes once those channels are zeroed.
+        """
+        gated = copy.deepcopy(find_module(model, GatedSupernet))
+        assert isinstance(gated, GatedSupernet)
+        apply_mask(gated, sparsity_mask(gated, gate_scores(gated), self.params.sparsity))
+        batches = list(calibration)
+        if batches:
+            recalibrate_batchnorm(gated, self.space.largest(), batches)
+        return consensus_subnet(gated.eval()).eval()
 
 
 def sparsity_mask(gated: GatedSupernet, scores: list[torch.Tensor], sparsity: float) -> Mask:

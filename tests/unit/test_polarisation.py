@@ -6,6 +6,8 @@ regulariser's polarising term and without it (L1 alone): only the first ends wit
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -85,7 +87,7 @@ def test_without_the_polarising_term_the_gates_do_not_binarise() -> None:
 
 
 def test_the_consensus_subnet_computes_the_gated_model_with_fewer_params_and_flops(polarised: GatedSupernet) -> None:
-    gated = polarised.eval()
+    gated = copy.deepcopy(polarised).eval()
     images = digits()[0][:64]
     largest = SPACE.largest()
     dense = consensus_subnet(gated)
@@ -115,3 +117,13 @@ def test_the_mask_removes_the_target_fraction_by_rank() -> None:
     unpruned = consensus_subnet(gated)
     assert multiply_adds(unpruned, (1, 8, 8)) == SPACE.flops(SPACE.largest())
     assert sum(p.numel() for p in unpruned.parameters()) == SPACE.params(SPACE.largest())
+
+
+def test_the_strategy_extracts_its_sparsity_target(polarised: GatedSupernet) -> None:
+    strategy = build_strategy("polarisation", {"sparsity": 0.6}, SPACE)
+    images, before = digits()[0], polarised.gates_vector()
+    net = strategy.consensus(polarised, [images[:64], images[64:128]])
+    hidden = sum(block.hidden for stage in net.stages for block in stage)
+    total = sum(g.numel() for g in polarised.gates)
+    assert abs(hidden - 0.4 * total) <= 1  # a stage's first block may keep one channel more
+    assert torch.equal(polarised.gates_vector(), before)  # it worked on a copy
