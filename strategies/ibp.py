@@ -179,7 +179,8 @@ class IBPStrategy(TrainingStrategy):
         low, high = self.params.input_range
         box = input_box(images, self.eps_norm(eps), low, high, trace=self.params.reg_weight > 0)
         _, margins = margin_bounds(module, box, labels, task.arch)
-        loss = (1 - self.params.robust_weight) * natural + self.params.robust_weight * robust_cross_entropy(margins, labels)
+        kappa = self.params.robust_weight
+        loss = (1 - kappa) * natural + kappa * robust_cross_entropy(margins, labels)
         intensity = self.params.reg_weight * (1 - eps / self.params.eps)
         if intensity > 0 and box.trace is not None:
             loss = loss + intensity * warmup_regulariser(box.trace, box.radius, self.params.reg_tolerance)

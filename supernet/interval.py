@@ -79,7 +79,9 @@ class Interval:
         return self._with(self.clean.mean(dim, keepdim), self.lower.mean(dim, keepdim), self.upper.mean(dim, keepdim))
 
     @classmethod
-    def __torch_function__(cls, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        cls, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         rule = _RULES.get(func)
         if rule is None:
             name = getattr(func, "__name__", repr(func))
@@ -179,7 +181,9 @@ def classifier_head(model: nn.Module) -> nn.Linear:
     return head
 
 
-def margin_bounds(model: nn.Module, box: Interval, labels: torch.Tensor, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def margin_bounds(
+    model: nn.Module, box: Interval, labels: torch.Tensor, *args: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The clean logits and upper bounds on ``logit_j - logit_label`` over the box, shape ``[N, classes]``.
 
     The margins are bounded through the last linear layer as one map (``W_j - W_label``), which

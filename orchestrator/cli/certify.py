@@ -116,5 +116,6 @@ def certify(
     for column in ("subnet", "arch", "MFLOPs", "clean error", "verified error"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.role, r.arch, f"{r.mflops:.3f}", f"{100 * r.clean_error:.2f}%", f"{100 * r.verified_error:.2f}%")
+        clean, certified = f"{100 * r.clean_error:.2f}%", f"{100 * r.verified_error:.2f}%"
+        table.add_row(r.role, r.arch, f"{r.mflops:.3f}", clean, certified)
     console.print(table)
