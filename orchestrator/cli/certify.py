@@ -99,6 +99,7 @@ def certify(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Clean error and IBP-verified error (no input in the ε box changes the prediction) of a few subnets."""
+    from rich.markup import escape
     from rich.table import Table
 
     from nasfleet.orchestrator.evaluate.trained import load_trained
@@ -117,5 +118,5 @@ def certify(
         table.add_column(column)
     for r in results:
         clean, certified = f"{100 * r.clean_error:.2f}%", f"{100 * r.verified_error:.2f}%"
-        table.add_row(r.role, r.arch, f"{r.mflops:.3f}", clean, certified)
+        table.add_row(r.role, escape(r.arch), f"{r.mflops:.3f}", clean, certified)
     console.print(table)
