@@ -102,7 +102,12 @@ class LaunchConfig(_Strict):
 
     kind: LaunchKind = "local"
     workers: PositiveInt = 2
-    """``ray``: Ray Train workers, one data-parallel rank each (mpi/torchrun take the count from the launcher)."""
+    """``ray``: Ray Train workers, one data-parallel rank each (mpi/torchrun take the count from the launcher).
+    With ``min_workers``, the most workers and the step's global batch: ``workers × data.batch_size``."""
+    min_workers: PositiveInt | None = None
+    """Elastic training: run on any worker count from this to ``workers`` (``--workers MIN:MAX``).
+    The global batch stays ``workers × data.batch_size`` by accumulation, and a run resumes
+    onto any count in the range (see :func:`data_parallel_shards`)."""
     deepspeed: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_DEEPSPEED))
     """DeepSpeed settings (a ``--deepspeed FILE`` is read into this, so the run's config.yaml holds them)."""
     ray_address: str | None = None
@@ -123,9 +128,19 @@ class LaunchConfig(_Strict):
         """Sorted keys, so the config a run writes does not depend on how the file was ordered."""
         return _sorted_keys(settings)
 
+    @model_validator(mode="after")
+    def _elastic_range(self) -> LaunchConfig:
+        if self.min_workers is not None and self.min_workers > self.workers:
+            raise ValueError(f"launch.min_workers ({self.min_workers}) exceeds launch.workers ({self.workers})")
+        return self
+
     @property
     def distributed(self) -> bool:
         return self.kind != "local"
+
+    @property
+    def elastic(self) -> bool:
+        return self.distributed and self.min_workers is not None
 
 
 class TuneConfig(_Strict):

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from nasfleet.orchestrator.launch.job import JobOutcome
     from nasfleet.orchestrator.evaluate.subnets import SubnetResult
 
-WORKERS_HELP = "Shortcut: 0 trains in this process (launch.kind=local); N ≥ 1 runs N Ray Train workers, each a DeepSpeed rank."
+WORKERS_HELP = (
+    "Shortcut: 0 trains in this process (launch.kind=local); N ≥ 1 runs N Ray Train workers, each a DeepSpeed rank; "
+    "MIN:MAX is elastic (any count in the range, global batch of MAX ranks kept by accumulation)."
+)
 DEEPSPEED_HELP = "DeepSpeed config file (JSON/YAML, see cluster_configs/deepspeed/), read into launch.deepspeed."
 STORAGE_HELP = "Shortcut: keep the run under this shared folder or storage URI (s3://...): run_dir becomes STORAGE/<name>."
 METRICS_HELP = "Serve Prometheus metrics on 127.0.0.1:PORT (in this process; with Ray, the local cluster's export port)."
@@ -28,8 +31,20 @@ SET_HELP = "Override any config field with a dotted path, e.g. --set optim.steps
 TUNE_HELP = "Tune the learning rate and distillation weight with a population (Ray Tune): pbt or pb2."
 
 
+def parse_workers(text: str | int) -> tuple[int | None, int]:
+    """``--workers``: ``N`` (fixed; 0 = this process) or ``MIN:MAX`` (elastic) as ``(min or None, max)``."""
+    fewest, _, most = str(text).strip().partition(":")
+    try:
+        low, high = (int(fewest), int(most)) if most else (None, int(fewest))
+    except ValueError:
+        raise NasfleetError(f"--workers takes N or MIN:MAX, got {text!r}") from None
+    if high < 0 or (low is not None and not 1 <= low <= high):
+        raise NasfleetError(f"--workers takes N ≥ 0 or MIN:MAX with 1 ≤ MIN ≤ MAX, got {text!r}")
+    return low, high
+
+
 def shortcut_overrides(
-    *, run_dir: Optional[str] = None, steps: Optional[int] = None, workers: Optional[int] = None,
+    *, run_dir: Optional[str] = None, steps: Optional[int] = None, workers: Optional[int | str] = None,
     launcher: Optional[str] = None, ray_address: Optional[str] = None, max_failures: Optional[int] = None,
     gpu: Optional[bool] = None, metrics_port: Optional[int] = None, comm_calibration: Optional[Path] = None,
     comm_topology: Optional[str] = None, threads_per_worker: Optional[int] = None,
@@ -41,7 +56,12 @@ def shortcut_overrides(
     if steps is not None:
         overrides.append(f"optim.steps={steps}")
     if workers is not None:
-        overrides += ["launch.kind=local"] if workers == 0 else ["launch.kind=ray", f"launch.workers={workers}"]
+        fewest, most = parse_workers(workers)
+        if most == 0:
+            overrides.append("launch.kind=local")
+        else:
+            overrides += ["launch.kind=ray", f"launch.workers={most}"]
+            overrides.append(f"launch.min_workers={fewest}" if fewest is not None else "launch.min_workers=null")
     if launcher is not None:
         if launcher not in ("local", "ray", "mpi", "torchrun"):
             raise NasfleetError(f"unknown launcher {launcher!r} (expected local, ray, mpi or torchrun)")
@@ -98,7 +118,7 @@ def train(
     strategy: Optional[str] = typer.Option(None, help="The training strategy (it starts from its own default parameters)."),
     strategy_param: list[str] = typer.Option([], help="Strategy parameter KEY=VALUE (e.g. num_random=3); repeatable."),
     progress: bool = typer.Option(True, help="Show a progress bar (training in this process)."),
-    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
+    workers: Optional[str] = typer.Option(None, help=WORKERS_HELP),
     launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP),
     deepspeed: Optional[Path] = typer.Option(None, help=DEEPSPEED_HELP),
     storage_path: Optional[str] = typer.Option(None, help=STORAGE_HELP),
@@ -118,8 +138,6 @@ def train(
     """Train a supernet as its job config says (here, on Ray, or as MPI/torchrun ranks), then evaluate its subnets."""
     from nasfleet.orchestrator.config import load_config
 
-    if workers is not None and workers < 0:
-        raise NasfleetError(f"--workers must be 0 or more, got {workers}")
     overrides = shortcut_overrides(
         run_dir=run_dir, steps=steps, workers=workers, launcher=launcher, ray_address=ray_address,
         max_failures=max_failures, gpu=gpu, metrics_port=metrics_port, comm_calibration=comm_calibration,

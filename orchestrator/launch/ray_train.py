@@ -163,13 +163,15 @@ def train_on_ray(job: JobConfig, last_step: int | None = None) -> None:
     from nasfleet.orchestrator.launch.torch_rendezvous import NodeAddressTorchConfig  # imports Ray Train
 
     launch = job.launch
+    # Elastic: Ray Train asks for the most workers and starts (or restarts, after losing a node) with what it gets.
+    fewest = launch.min_workers or launch.workers
     starts_local_cluster = not (launch.ray_address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
     if starts_local_cluster and not launch.gpu:
         # Before paying for a cluster start.
-        check_resources(launch.workers, launch.gpu, have=os.cpu_count() or 1, threads=launch.threads)
+        check_resources(fewest, launch.gpu, have=os.cpu_count() or 1, threads=launch.threads)
     prediction = predict_for_job(job, launch.workers)
     connect_ray(launch.ray_address, launch.metrics_port)
-    check_resources(launch.workers, launch.gpu, threads=launch.threads)
+    check_resources(fewest, launch.gpu, threads=launch.threads)
     user_errors_fail_fast()
     storage, name = storage_location(job)
     # Workers on a loopback cluster keep their collectives on loopback too (inherited when we started it).
@@ -183,7 +185,8 @@ def train_on_ray(job: JobConfig, last_step: int | None = None) -> None:
         },
         # A worker reserves a CPU per torch thread it runs, so threads never outnumber the cores Ray gave out.
         scaling_config=ScalingConfig(
-            num_workers=launch.workers, use_gpu=launch.gpu, resources_per_worker={"CPU": launch.threads}
+            num_workers=(fewest, launch.workers) if launch.elastic else launch.workers,
+            use_gpu=launch.gpu, resources_per_worker={"CPU": launch.threads},
         ),
         # Rank 0's rendezvous store on its node's address, not on every interface.
         torch_config=NodeAddressTorchConfig(backend="nccl" if launch.gpu else "gloo"),

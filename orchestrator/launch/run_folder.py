@@ -65,10 +65,11 @@ def resume_point_of(checkpoint: str | None, rank: int) -> Iterator[ResumePoint |
         yield None
         return
     meta = read_meta(checkpoint)
-    state = read_rank_state(checkpoint, rank)
+    state_of_rank = rank % meta.world_size  # a rank an elastic job added takes over an existing rank's state
+    state = read_rank_state(checkpoint, state_of_rank)
     lines = read_metrics_lines(checkpoint)
     with local_copy(checkpoint) as folder:
-        yield ResumePoint(folder, meta, state, lines)
+        yield ResumePoint(folder, meta, state, lines, state_of_rank)
 
 
 class RunFolderContext(RankContext):

@@ -128,6 +128,12 @@ def validate_job(job: JobConfig) -> None:
                 f"strategy {job.strategy.name!r} supports DeepSpeed ZeRO stage {strategy.max_zero_stage} at most, "
                 f"the DeepSpeed config asks for stage {stage}"
             )
+        if launch.elastic and stage > 0:
+            # DeepSpeed 0.19 loads ZeRO optimizer partitions only onto the rank count that wrote them.
+            raise NasfleetError(
+                f"elastic training (launch.min_workers) needs DeepSpeed ZeRO stage 0, the config asks for stage {stage}: "
+                "DeepSpeed cannot re-partition ZeRO optimizer state onto another number of ranks"
+            )
     if launch.comm.calibration is not None:
         if not launch.comm.calibration.is_file():
             raise NasfleetError(f"comm calibration {launch.comm.calibration} does not exist")

@@ -165,13 +165,16 @@ class DeepSpeedBackend:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         settings: dict[str, Any],
         batch_size: int,
+        gradient_scale: float = 1.0,
     ) -> None:
+        """``gradient_scale`` multiplies every loss before backward (``loop.make_backend`` says why)."""
         import deepspeed
 
         prepare_deepspeed_cpu()
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config_for(settings, batch_size)
         )
+        self.gradient_scale = gradient_scale
         use_safe_loading(self.engine)
         self.model = self.engine
         self.module = self.engine.module
@@ -187,6 +190,8 @@ class DeepSpeedBackend:
             self.model = self.module
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self.gradient_scale != 1.0:
+            loss = loss * self.gradient_scale
         if self._step_gradients is None:
             self.engine.backward(loss, scale_wrt_gas=False)
             return

@@ -9,7 +9,7 @@ A run folder (local path or storage URI) holds ``config.yaml``, ``metrics.jsonl`
         optimizer/           the backend's optimizer state (plain torch: optimizer.pt; DeepSpeed: engine/)
         metrics.jsonl        the run's log up to this step (resume restores exactly this)
         config.yaml          the job
-        meta.json            step, world size, backend, threads — written last
+        meta.json            step, world size, global batch shards, backend, threads — written last
 
 ``meta.json`` marks a checkpoint complete: a folder without it (a crash mid-upload) is
 ignored. Every ``.pt`` file is read with ``weights_only=True``: tensors and plain containers
@@ -60,6 +60,12 @@ class CheckpointMeta:
     backend: BackendName
     threads: int
     format: int = FORMAT_VERSION
+    shards: int | None = None
+    """``data.batch_size`` slices per step (elastic jobs: ``launch.workers``); None before elastic runs existed."""
+
+    @property
+    def global_shards(self) -> int:
+        return self.shards if self.shards is not None else self.world_size
 
 
 @dataclass

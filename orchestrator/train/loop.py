@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nasfleet.errors import NasfleetError
@@ -54,6 +55,8 @@ class ResumePoint:
     meta: CheckpointMeta
     state: RankState
     metrics_lines: list[str] = field(default_factory=list)
+    state_of_rank: int = 0
+    """The rank whose state ``state`` is: this one, unless the checkpoint had fewer ranks."""
 
 
 class RankContext(ABC):
@@ -88,11 +91,36 @@ class RankContext(ABC):
         """Called after every step (a progress bar in one process)."""
 
 
-def make_backend(job: JobConfig, setup: RankSetup) -> TrainingBackend:
-    """Plain torch in this process; a DeepSpeed engine for every data-parallel launcher."""
+def make_backend(job: JobConfig, setup: RankSetup, world: int = 1, shards: int = 1) -> TrainingBackend:
+    """Plain torch in this process; a DeepSpeed engine for every data-parallel launcher.
+
+    A rank that runs several of the step's ``shards`` scales its gradient by ``world / shards``:
+    the engine averages over the ``world`` ranks, so the step's gradient is then the mean over
+    shards, the same as with one rank per shard.
+    """
     if job.launch.distributed:
-        return DeepSpeedBackend(setup.model, setup.optimizer, setup.scheduler, job.launch.deepspeed, job.data.batch_size)
+        return DeepSpeedBackend(
+            setup.model, setup.optimizer, setup.scheduler, job.launch.deepspeed, job.data.batch_size,
+            gradient_scale=world / shards,
+        )
     return TorchBackend(setup.model, setup.optimizer, setup.scheduler)
+
+
+def data_parallel_shards(job: JobConfig, world: int) -> int:
+    """How many ``data.batch_size`` slices make one step's global batch.
+
+    One per rank, unless the job is elastic (``launch.min_workers``): then always
+    ``launch.workers``, whatever number of ranks is running, and rank ``r`` of ``world`` runs
+    the shards ``r, r + world, ...`` one after another (gradient accumulation). A step then
+    sees the same examples at any worker count, so the global batch and the learning-rate
+    recipe do not change when a node is lost or returns.
+    """
+    if not job.launch.elastic:
+        return world
+    low, high = job.launch.min_workers, job.launch.workers
+    if not (low or 1) <= world <= high:
+        raise NasfleetError(f"{world} ranks are outside the job's elastic range launch.min_workers..workers = {low}..{high}")
+    return high
 
 
 def sampling_rank(job: JobConfig, rank: int) -> int:
@@ -111,12 +139,22 @@ def zero_stage(deepspeed: dict[str, Any]) -> int:
     return int(deepspeed.get("zero_optimization", {}).get("stage", 0))
 
 
-def _check_resumable(meta: CheckpointMeta, backend: TrainingBackend, world_size: int, threads: int) -> None:
+def _check_resumable(
+    meta: CheckpointMeta, backend: TrainingBackend, world_size: int, shards: int, threads: int, elastic: bool
+) -> None:
     if meta.backend != backend.name:
         kinds = {"torch": "in one process (launch.kind local)", "deepspeed": "data parallel (ray, mpi or torchrun)"}
         raise NasfleetError(f"the checkpoint was trained {kinds[meta.backend]}: resume it the same way")
-    if meta.world_size != world_size:
-        raise NasfleetError(f"the checkpoint was trained by {meta.world_size} ranks, this job has {world_size}")
+    if meta.world_size != world_size and not elastic:
+        raise NasfleetError(
+            f"the checkpoint was trained by {meta.world_size} ranks, this job has {world_size} "
+            f"(an elastic job, --workers MIN:{meta.global_shards}, resumes onto another count)"
+        )
+    if meta.global_shards != shards:
+        raise NasfleetError(
+            f"the checkpoint's global batch is {meta.global_shards} × data.batch_size, this job's is {shards} × "
+            f"(set launch.workers to {meta.global_shards}, with launch.min_workers to run on fewer ranks)"
+        )
     if meta.threads != threads:
         raise NasfleetError(
             f"the checkpoint was trained with {meta.threads} torch thread(s) per process, this job has {threads} "
@@ -144,29 +182,35 @@ def train_rank(
     rank, world = context.rank, context.world_size
     last_step = job.optim.steps if last_step is None else min(last_step, job.optim.steps)
     torch.set_num_threads(job.launch.threads)
+    shards = data_parallel_shards(job, world)
     setup = build_rank(job, sampling_rank(job, rank))
-    backend = make_backend(job, setup)
+    backend = make_backend(job, setup, world, shards)
     progress, log = RankProgress(), MetricsLog(job.run_dir)
     with context.resume_point() as point:
         if point is not None:
-            progress = _resume(point, job, setup, backend, world, rank)
+            progress = _resume(point, job, setup, backend, world, shards, rank)
             log = MetricsLog(job.run_dir, point.metrics_lines)
     if rank == 0:
         log.restart()
     lines = ProgressLines(job.optim.steps, progress.step) if rank == 0 and context.progress_lines else None
-    batches = BatchStream(setup.data.train, job.data.batch_size, job.seed, rank, world, sampler=setup.strategy)
-    shared = tuple(t.to(backend.device) for t in batches.shared_batch())
-    role_means, window, metrics = RoleMeans(), ThroughputWindow(job.data.batch_size, world), context.metrics()
+    streams = [
+        BatchStream(setup.data.train, job.data.batch_size, job.seed, shard, shards, sampler=setup.strategy)
+        for shard in range(rank, shards, world)
+    ]
+    shared = tuple(t.to(backend.device) for t in streams[0].shared_batch())
+    window = ThroughputWindow(job.data.batch_size * shards, world)
+    role_means, metrics = RoleMeans(), context.metrics()
     metrics = metrics.for_run(job.run_name) if metrics is not None else None
     backend.module.train()
     while progress.step < last_step:
         step = progress.step
-        example_ids = batches.indices(step)
-        images, labels = (t.to(backend.device) for t in batches.examples(example_ids))
         started = time.perf_counter()
-        results = run_step(
-            backend, setup.strategy, setup.space, StepBatch(images, labels, example_ids, shared), step, setup.rng  # type: ignore[arg-type]
-        )
+        results = []
+        for stream in streams:  # one shard per rank unless an elastic job runs on fewer ranks
+            example_ids = stream.indices(step)
+            images, labels = (t.to(backend.device) for t in stream.examples(example_ids))
+            batch = StepBatch(images, labels, example_ids, shared)  # type: ignore[arg-type]
+            results += run_step(backend, setup.strategy, setup.space, batch, step, setup.rng)
         computed = time.perf_counter()
         allreduce_s = backend.step()
         window.add(computed - started, time.perf_counter() - computed, allreduce_s, len(results))
@@ -201,18 +245,26 @@ def train_rank(
 
 
 def _resume(
-    point: ResumePoint, job: JobConfig, setup: RankSetup, backend: TrainingBackend, world: int, rank: int
+    point: ResumePoint, job: JobConfig, setup: RankSetup, backend: TrainingBackend, world: int, shards: int, rank: int
 ) -> RankProgress:
-    """Restore the weights, optimizer, strategy and RNG states a checkpoint holds for this rank."""
-    _check_resumable(point.meta, backend, world, job.launch.threads)
+    """Restore the weights, optimizer, strategy and RNG states a checkpoint holds for this rank.
+
+    A rank the checkpoint had no state for (an elastic job grew) starts from the state of rank
+    ``rank % old world`` with subnet and torch generators of its own, seeded by the step.
+    """
+    _check_resumable(point.meta, backend, world, shards, job.launch.threads, job.launch.elastic)
     if backend.name == "torch":  # DeepSpeed's engine restores the module itself
         # The weights first: a job with another space is then told so, not that its optimizer differs.
         supernet = point.folder / SUPERNET_FILE
         load_state_into(backend.module, safe_torch_load(supernet.read_bytes(), f"checkpoint file {supernet}"), str(supernet))
     backend.load(point.folder, rank)
     setup.strategy.load_state_dict(point.state.strategy)
-    setup.rng.bit_generator.state = point.state.rng_numpy
-    torch.set_rng_state(point.state.rng_torch)
+    if point.state_of_rank == rank:
+        setup.rng.bit_generator.state = point.state.rng_numpy
+        torch.set_rng_state(point.state.rng_torch)
+    else:
+        setup.rng = np.random.default_rng([job.seed, rank, point.state.step])
+        torch.manual_seed(int(np.random.SeedSequence([job.seed, rank, point.state.step]).generate_state(1)[0]))
     return RankProgress(point.state.step, point.state.subnets_trained, point.state.step)
 
 
@@ -236,7 +288,8 @@ def _checkpoint(
                 write_supernet(folder, backend.module)
                 log.write_into(folder)
                 (folder / CONFIG_FILE).write_text(config_yaml(job))
-                write_meta(folder, CheckpointMeta(step, context.world_size, backend.name, job.launch.threads))
+                shards = data_parallel_shards(job, context.world_size)
+                write_meta(folder, CheckpointMeta(step, context.world_size, backend.name, job.launch.threads, shards=shards))
             record["timing"]["checkpoint_s"] = time.perf_counter() - started
             if metrics is not None:
                 metrics.checkpoint(record["timing"]["checkpoint_s"])

@@ -123,7 +123,8 @@ class ThroughputWindow:
     (also timed on its own), then the optimizer and learning-rate steps.
     """
 
-    batch_size: int
+    global_batch: int
+    """Examples per step, all ranks together."""
     world_size: int = 1
     compute_s: float = 0.0
     update_s: float = 0.0
@@ -146,7 +147,7 @@ class ThroughputWindow:
             "compute_s_per_step": self.compute_s / steps,
             "update_s_per_step": self.update_s / steps,
             "allreduce_s_per_step": self.allreduce_s / steps,
-            "samples_per_s": self.steps * self.batch_size * self.world_size / elapsed,
+            "samples_per_s": self.steps * self.global_batch / elapsed,
             "subnets_per_s": self.subnets * self.world_size / elapsed,
         }
         self.compute_s = self.update_s = self.allreduce_s = 0.0

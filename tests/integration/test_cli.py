@@ -135,6 +135,25 @@ def test_more_workers_than_cpus(tmp_path: Path) -> None:
     assert_one_line_error(result, "64 workers need 64 CPUs")
 
 
+@pytest.mark.parametrize(
+    ("workers", "extra", "fragment"),
+    [
+        ("3:2", [], "--workers takes N ≥ 0 or MIN:MAX with 1 ≤ MIN ≤ MAX, got '3:2'"),
+        ("two", [], "--workers takes N or MIN:MAX, got 'two'"),
+        ("1:2", ["--deepspeed", "cluster_configs/deepspeed/zero2_cpu.json"], "elastic training (launch.min_workers) needs DeepSpeed ZeRO stage 0"),
+    ],
+)
+def test_elastic_workers_are_checked_before_anything_starts(
+    workers: str, extra: list[str], fragment: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    repo = Path(__file__).resolve().parents[2]
+    extra = [str(repo / a) if a.endswith(".json") else a for a in extra]
+    result = nasfleet_forked("train", "--config", str(config), "--workers", workers, *extra)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_launcher(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "run")
     assert_one_line_error(nasfleet_forked("train", "--config", str(config), "--launcher", "slurm"), "unknown launcher 'slurm'")
