@@ -25,6 +25,7 @@ from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import DEFAULT_DEEPSPEED, JobConfig, load_config
 from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.launch import train_job
+from nasfleet.orchestrator.launch.ray_cluster import init_loopback_ray
 from nasfleet.orchestrator.train import latest_checkpoint, read_meta, read_rank_state
 
 from conftest import assert_one_line_error, nasfleet, tiny_config
@@ -51,10 +52,8 @@ def metrics_port() -> int:
 
 @pytest.fixture(scope="module")
 def local_ray(metrics_port: int):
-    ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
-        _metrics_export_port=metrics_port,
-    )
+    # On loopback only: a bare _node_ip_address="127.0.0.1" is rewritten to the external address.
+    init_loopback_ray(metrics_port, num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 
