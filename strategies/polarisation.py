@@ -128,6 +128,7 @@ class PolarisationStrategy(TrainingStrategy):
     # The regulariser's gradient is added to .grad after the task's backward; under ZeRO ≥ 1 those
     # are the backend's step buffers, whose scaling this has not been checked against.
     max_zero_stage = 0
+    ranks_subnets = False  # it trains one gated network, the largest subnet
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:
         super().__init__(space, params)

@@ -14,7 +14,7 @@ from nasfleet.orchestrator.config import JobConfig
 from nasfleet.research.comparison import GroundTruth, StrategyComparison, compare_strategies
 from nasfleet.research.report import render_doc
 from nasfleet.research.standalone import StandaloneCache
-from nasfleet.strategies import STRATEGIES
+from nasfleet.strategies import STRATEGIES, strategy_class
 
 DOC_FILE = "strategies.md"
 PLOT_RELPATH = "img/strategies.png"
@@ -22,9 +22,9 @@ PLOT_RELPATH = "img/strategies.png"
 
 
 def parse_strategies(text: str | None) -> list[str]:
-    """A comma-separated list of strategy names; ``None`` means every registered strategy."""
+    """A comma-separated list of strategy names; ``None`` means every registered strategy that ranks subnets."""
     if text is None:
-        return STRATEGIES.names()
+        return [name for name in STRATEGIES.names() if strategy_class(name).ranks_subnets]
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise NasfleetError("--strategies is empty (give names separated by commas)")
