@@ -128,11 +128,17 @@ def validate_job(job: JobConfig) -> None:
                 f"strategy {job.strategy.name!r} supports DeepSpeed ZeRO stage {strategy.max_zero_stage} at most, "
                 f"the DeepSpeed config asks for stage {stage}"
             )
+        # DeepSpeed 0.19 loads partitioned optimizer state (ZeRO-1/2/3, and its bf16 optimizer,
+        # which partitions the fp32 master weights) only onto the rank count that wrote it.
         if launch.elastic and stage > 0:
-            # DeepSpeed 0.19 loads ZeRO optimizer partitions only onto the rank count that wrote them.
             raise NasfleetError(
                 f"elastic training (launch.min_workers) needs DeepSpeed ZeRO stage 0, the config asks for stage {stage}: "
                 "DeepSpeed cannot re-partition ZeRO optimizer state onto another number of ranks"
+            )
+        if launch.elastic and any(launch.deepspeed.get(key, {}).get("enabled") for key in ("bf16", "bfloat16")):
+            raise NasfleetError(
+                "elastic training (launch.min_workers) cannot use DeepSpeed's bf16 optimizer: it partitions its fp32 "
+                "master weights across ranks, which DeepSpeed cannot re-partition onto another number of ranks"
             )
     if launch.comm.calibration is not None:
         if not launch.comm.calibration.is_file():

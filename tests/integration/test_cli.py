@@ -168,3 +168,10 @@ def test_bad_search_input_is_one_line_and_exit_2(trained_run: Path, tmp_path: Pa
     assert_one_line_error(nasfleet_forked("search", "--run", run, "--objective", "latency_ms"), "latency table")
     assert_one_line_error(nasfleet_forked("search", "--run", run, "--name", "none", "--resume"), "cannot resume")
     assert not (trained_run / "search").exists()  # nothing written for rejected input
+
+
+def test_an_elastic_job_refuses_deepspeeds_partitioned_bf16_optimizer(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run")
+    (tmp_path / "bf16.json").write_text(json.dumps({"bf16": {"enabled": True}, "zero_optimization": {"stage": 0}}))
+    result = nasfleet_forked("train", "--config", str(config), "--workers", "1:2", "--deepspeed", str(tmp_path / "bf16.json"))
+    assert_one_line_error(result, "elastic training (launch.min_workers) cannot use DeepSpeed's bf16 optimizer")
