@@ -76,7 +76,8 @@ def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster
     pids = {r["actor_pid"] for r in results}
     # Concurrency 2: at most two actors served all 8 trials, each reused. These trials last
     # milliseconds, less than a second actor takes to start on a loaded machine, and Tune then
-    # hands the next trial to the idle first actor: one actor is a legitimate outcome here.
+    # hands the next trial to the idle first actor: one actor is a legitimate outcome here
+    # (with trials of a second each, two run at once: the next test).
     assert 1 <= len(pids) <= 2
     assert max(r["trials_in_actor"] for r in results) >= 4
     if len(pids) == 1:
@@ -87,6 +88,24 @@ def test_trials_reuse_actors_so_the_supernet_is_built_once_per_actor(ray_cluster
         start, end, _ = spans.get(r["trial_id"], (r["trial_started_at"], 0.0, 0))
         spans[r["trial_id"]] = (min(start, r["trial_started_at"]), max(end, r["reported_at"]), r["actor_pid"])
     assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for a in spans.values() for b in spans.values())
+
+
+def test_concurrency_two_runs_two_trials_at_once_when_trials_outlast_an_actor_start(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """A trial here recalibrates batch norm on 300 batches (about a second), so eight of them
+    outlast a second actor's start even on a loaded machine, and Tune must run two at once."""
+    config = tiny_config(tmp_path / "slow", optim={"steps": 4, "lr": 0.05, "warmup_steps": 1},
+                         eval={"calibration_batches": 300, "random_subnets": 1})
+    trained = train(config)
+    settings = search_settings(name="wide", evaluations=8, chunks=1, concurrency=2)
+    run_search(trained, config.run_dir, settings)
+    results = [json.loads(line) for p in (Path(search_folder(config.run_dir, "wide")) / "tune").glob("*/result.json")
+               for line in p.read_text().splitlines()]
+    spans = {r["trial_id"]: (r["trial_started_at"], r["reported_at"], r["actor_pid"]) for r in results}
+    assert len(spans) == 8 and len({pid for _, _, pid in spans.values()}) == 2
+    overlapping = [(a, b) for a in spans.values() for b in spans.values() if a[2] != b[2] and a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, sorted(spans.values())
 
 
 def test_asha_stops_poor_subnets_after_part_of_the_validation_split(
