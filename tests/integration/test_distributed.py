@@ -7,8 +7,11 @@ checkpoint layout and ``metrics.jsonl`` columns, and resume is exact.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -26,7 +29,7 @@ from nasfleet.orchestrator.config import DEFAULT_DEEPSPEED, JobConfig, load_conf
 from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.launch.ray_cluster import init_loopback_ray
-from nasfleet.orchestrator.train import latest_checkpoint, read_meta, read_rank_state
+from nasfleet.orchestrator.train import latest_checkpoint, read_meta, read_rank_state, read_supernet
 
 from conftest import assert_one_line_error, nasfleet, tiny_config
 
@@ -183,7 +186,8 @@ def _train_workers() -> list[psutil.Process]:
 
 
 def test_a_killed_worker_is_replaced_and_the_run_finishes_from_its_last_checkpoint(local_ray, tmp_path: Path) -> None:
-    """Under ZeRO-2, where each rank draws its own subnets too (the other Ray runs are ZeRO-0)."""
+    """Under ZeRO-2, where each rank draws its own subnets too (the other Ray runs are ZeRO-0); the
+    run ends where the same job ends uninterrupted at ZeRO-0."""
     zero2 = json.loads((Path(__file__).resolve().parents[2] / "cluster_configs/deepspeed/zero2_cpu.json").read_text())
     job = ray_job(
         tmp_path / "killed", optim={"steps": 60, "lr": 0.05, "warmup_steps": 2},
@@ -207,6 +211,23 @@ def test_a_killed_worker_is_replaced_and_the_run_finishes_from_its_last_checkpoi
     assert ranks[0].resumed_from_step >= 10  # the replacement group restored a checkpoint
     assert ranks[0].weights_sha256 == ranks[1].weights_sha256
     assert ranks[0].rng_numpy != ranks[1].rng_numpy  # each rank drew its own subnets
+
+    # The same job at ZeRO-0, uninterrupted, as two mpiexec ranks: the same subnets on each rank,
+    # so the same weights (resume is exact, and ZeRO-2's per-rank subnets reduce as ZeRO-0's do).
+    zero0 = job.model_dump(mode="json")
+    zero0["run_dir"] = str(tmp_path / "zero0")
+    zero0["launch"] = {**zero0["launch"], "kind": "mpi", "deepspeed": DEFAULT_DEEPSPEED}
+    (tmp_path / "zero0.yaml").write_text(yaml.safe_dump(zero0))
+    reference = subprocess.run(
+        [str(Path(sys.executable).parent / "mpiexec"), "-n", "2", sys.executable, "-m", "nasfleet.orchestrator.cli",
+         "train", "--config", str(tmp_path / "zero0.yaml")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killed, straight = read_supernet(checkpoint)[0], read_supernet(str(latest_checkpoint(str(tmp_path / "zero0"))))[0]
+    differences = {k: (killed[k].double() - straight[k].double()).abs().max().item() for k in killed
+                   if killed[k].is_floating_point() and "running" not in k}
+    assert max(differences.values()) <= 1e-6, max(differences.items(), key=lambda kv: kv[1])
 
 
 def test_more_workers_than_cpus_is_a_user_error(local_ray, tmp_path: Path) -> None:
