@@ -180,7 +180,7 @@ def _plot_tau_intervals(ax: Any, comparison: StrategyComparison) -> None:
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xticks(positions, names, rotation=30, ha="right")
     ax.set(ylabel="Kendall τ vs stand-alone", ylim=(-1.05, 1.05),
-           title=f"τ with {100 * CONFIDENCE:.0f}% bootstrap intervals (test images)")
+           title=f"τ with {100 * CONFIDENCE:.0f}% bootstrap intervals (test images, GT seeds)")
 
 
 # -- the document ---------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def findings(comparison: StrategyComparison, baseline: str = BASELINE) -> list[s
     if noisy_taus:
         sentences.append(
             f"\nτ wins whose paired bootstrap {level} interval of the difference from `{baseline}` includes 0 "
-            f"({'; '.join(noisy_taus)}) are not evidence of a better ranking: the test images alone could reverse them."
+            f"({'; '.join(noisy_taus)}) are not evidence of a better ranking: another draw of the test images and of the ground truth's seeds could reverse them."
         )
     if clear_taus:
         sentences.append(
