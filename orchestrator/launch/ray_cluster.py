@@ -60,7 +60,11 @@ def loopback_cluster(metrics_export_port: int | None = None) -> LoopbackCluster:
     # gloo listens on the address the hostname resolves to, NCCL's bootstrap on the first
     # non-loopback interface, unless told which interface to use.
     worker_env = {"GLOO_SOCKET_IFNAME": interface, "NCCL_SOCKET_IFNAME": interface}
-    init_kwargs: dict[str, Any] = {"_node_ip_address": LOOPBACK_HOST, "dashboard_host": LOOPBACK_HOST}
+    # "local": a cluster of its own. A bare ray.init() joins the newest cluster `ray start` (or a
+    # test's ray.cluster_utils.Cluster) left in /tmp/ray/ray_current_cluster on this machine.
+    init_kwargs: dict[str, Any] = {
+        "address": "local", "_node_ip_address": LOOPBACK_HOST, "dashboard_host": LOOPBACK_HOST,
+    }
     if metrics_export_port is not None:
         init_kwargs["_metrics_export_port"] = metrics_export_port
     return LoopbackCluster({RAY_LOOPBACK_SWITCH: "0", **worker_env}, worker_env, init_kwargs)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -96,15 +97,20 @@ def two_node_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cluster,
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
     ray_constants.ENABLE_RAY_CLUSTER = False  # Ray read the loopback switch when it was imported
     health = {"health_check_period_ms": 500, "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
+    # A temp dir of its own: in /tmp/ray the cluster's address file would make any other process's
+    # bare ray.init() on this machine (another test's) join this cluster.
+    temp_dir = tempfile.mkdtemp(prefix="nfel-", dir="/tmp")  # short: Ray's socket paths have a length limit
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False, "_system_config": health},
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+                        "_system_config": health, "temp_dir": temp_dir},
     )
-    second = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.2")
+    second = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.2", temp_dir=temp_dir)
     ray.init(address=cluster.address, configure_logging=False)
     yield cluster, second
     ray.shutdown()
     cluster.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _registered(run: Path, step: int) -> bool:
