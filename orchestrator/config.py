@@ -261,6 +261,10 @@ class JobConfig(_Strict):
     """The search ``nasfleet search --config`` (and the demo) runs over the trained run."""
     tune: TuneConfig | None = None
     """Train a population and keep the best (``--tune pbt|pb2``) instead of one run."""
+    init_weights: Path | None = None
+    """Start from the tensors of this state-dict file (``torch.save``) instead of the seeded
+    initialisation: each must be one of the model's, with its shape; the model's tensors it lacks
+    keep their seeded values. A resumed run continues from its checkpoint's weights (the file must still exist)."""
     imports: list[str] = Field(default_factory=list)
     """Modules imported before anything is looked up by name: plug-ins registering strategies, spaces, data sets."""
 

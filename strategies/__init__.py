@@ -3,6 +3,7 @@
 Importing this package registers the built-in strategies (each module's decorator runs).
 """
 
+from nasfleet.strategies.assembling import AssemblingStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.base import (
     FROM_LARGEST,
     Distill,

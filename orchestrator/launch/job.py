@@ -39,7 +39,8 @@ def absolute_run_dir(job: JobConfig) -> JobConfig:
     if is_uri(job.run_dir):
         return job
     absolute = str(Path(job.run_dir).expanduser().absolute())
-    return config_from_dict({**job.model_dump(mode="json"), "run_dir": absolute}, "job config")
+    weights = None if job.init_weights is None else str(job.init_weights.expanduser().absolute())
+    return config_from_dict({**job.model_dump(mode="json"), "run_dir": absolute, "init_weights": weights}, "job config")
 
 
 def run_job(

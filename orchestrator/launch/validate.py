@@ -20,7 +20,7 @@ from nasfleet.orchestrator.data import check_data
 from nasfleet.orchestrator.launch.ray_cluster import check_reachable
 from nasfleet.orchestrator.storage import is_uri, resolve_storage
 from nasfleet.orchestrator.train.loop import zero_stage
-from nasfleet.orchestrator.train.setup import job_space, job_strategy
+from nasfleet.orchestrator.train.setup import job_space, job_strategy, load_initial_weights
 
 
 def read_deepspeed_file(path: Path) -> dict[str, Any]:
@@ -117,6 +117,8 @@ def validate_job(job: JobConfig) -> None:
     space = job_space(job)
     strategy = job_strategy(job, space)
     resolve_storage(job.run_dir)  # a malformed URI fails here
+    if job.init_weights is not None:
+        load_initial_weights(strategy.build_model(), job.init_weights)
     launch = job.launch
     if launch.kind in ("mpi", "torchrun") and is_uri(job.run_dir):
         raise NasfleetError(f"launch.kind {launch.kind}: ranks publish into a shared folder; run_dir cannot be a URI")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig, OptimConfig
 from nasfleet.orchestrator.data import DataShape, DataSplits, data_shape, load_data
+from nasfleet.orchestrator.train.safe_load import safe_torch_load
 from nasfleet.strategies import TrainingStrategy, build_strategy
 from nasfleet.supernet import SearchSpace, space_for_shape
 
@@ -73,6 +76,31 @@ def build_rank(job: JobConfig, sampling_rank: int = 0) -> RankSetup:
     strategy = job_strategy(job, space)
     torch.manual_seed(job.seed)
     model = strategy.build_model()
+    if job.init_weights is not None:
+        load_initial_weights(model, job.init_weights)
     optimizer, scheduler = sgd_with_schedule(model, job.optim)
     rng = np.random.default_rng(job.seed if sampling_rank == 0 else [job.seed, sampling_rank])
     return RankSetup(job, data, space, strategy, model, optimizer, scheduler, rng)
+
+
+def load_initial_weights(model: nn.Module, path: Path) -> None:
+    """Copy a state-dict file's tensors into ``model`` (``JobConfig.init_weights``); the rest stay as they are.
+
+    Every tensor in the file must name one of the model's, with the same shape: a file for
+    another model is one NasfleetError, not a silently partial load.
+    """
+    state = safe_torch_load(path, "init_weights file")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise NasfleetError(f"init_weights file {path} is not a state dict of tensors")
+    own = model.state_dict()
+    unknown = [name for name in state if name not in own]
+    reshaped = [name for name in state if name in own and state[name].shape != own[name].shape]
+    if unknown:
+        raise NasfleetError(f"init_weights file {path}: {len(unknown)} tensors the model lacks (first {unknown[0]})")
+    if reshaped:
+        name = reshaped[0]
+        raise NasfleetError(
+            f"init_weights file {path}: {len(reshaped)} tensors of another shape (first {name}: "
+            f"{tuple(state[name].shape)} in the file, {tuple(own[name].shape)} in the model)"
+        )
+    model.load_state_dict(state, strict=False)
