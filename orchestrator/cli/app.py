@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 import typer
 
 from nasfleet.errors import NasfleetError
+from nasfleet.orchestrator.cli.assemble import assemble
 from nasfleet.orchestrator.cli.certify import certify
 from nasfleet.orchestrator.cli.data import data_app
 from nasfleet.orchestrator.cli.profile import profile
@@ -36,6 +37,7 @@ app.command()(demo)
 app.command()(search)
 app.command()(profile)
 app.command()(certify)
+app.command()(assemble)
 app.add_typer(data_app, name="data")
 
 
@@ -60,7 +62,7 @@ def _mount_subcommand(argv: list[str]) -> None:
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     if first == "comm" or first is None:
         _mount_comm()
-    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "comm", "data"):
+    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "assemble", "comm", "data"):
         _mount_plugin_commands()
 
 
