@@ -151,9 +151,26 @@ def _load_fashion_mnist(config: DataConfig) -> DataSplits:
     return cached_idx_splits(folder, config, known)
 
 
+def _load_fashion_digits(config: DataConfig) -> DataSplits:
+    """Fashion-MNIST (classes 0-9), then the 8×8 digits resized to 28×28 (classes 10-19): two domains.
+
+    Each domain is normalised with its own training statistics; the digits are split as the
+    ``digits`` set is (70/15/15, seeded by ``data.split_seed``).
+    """
+    fashion = _load_fashion_mnist(config)
+    digits = _load_digits_splits(config.model_copy(update={"path": None}))
+
+    def joined(a: ImageSet, b: ImageSet) -> ImageSet:
+        resized = torch.nn.functional.interpolate(b.images, size=a.images.shape[-1], mode="bilinear", align_corners=False)
+        return ImageSet(torch.cat([torch.as_tensor(a.images), resized]), torch.cat([torch.as_tensor(a.labels), b.labels + 10]))
+
+    return DataSplits(*(joined(fashion.split(n), digits.split(n)) for n in SPLIT_NAMES), num_classes=20)
+
+
 DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits))
 DATASETS.add("mnist", DatasetSpec(DataShape(1, 28, 10), _load_mnist, _check_mnist))
 DATASETS.add("fashion-mnist", DatasetSpec(DataShape(1, 28, 10), _load_fashion_mnist, _check_fashion_mnist))
+DATASETS.add("fashion-digits", DatasetSpec(DataShape(1, 28, 20), _load_fashion_digits, _check_fashion_mnist))
 
 
 def data_shape(config: DataConfig) -> DataShape:

@@ -14,6 +14,7 @@ from nasfleet.strategies.base import (
     distillation_loss,
     soft_cross_entropy,
 )
+from nasfleet.strategies.continual import ContinualStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.deps import DepsStrategy
 from nasfleet.strategies.fewshot import FewShotGMStrategy, FewShotSupernet
 from nasfleet.strategies.ibp import IBPStrategy  # noqa: F401  (registers it)

@@ -14,6 +14,11 @@ wherever a supernet is built: the trainer, the rank loop, ``load_trained``);
 a step; :meth:`TrainingStrategy.after_backward` sees each task's logits, labels, example ids and
 the model's gradients right after that task's backward; :meth:`TrainingStrategy.example_probabilities`
 lets a strategy choose how training examples are sampled (``BatchStream`` consults it).
+Three more serve strategies with a schedule of their own (continual learning's task sequence):
+:meth:`TrainingStrategy.bind_training_data` shows the strategy the training split once;
+:meth:`TrainingStrategy.schedule_restarts` restarts the learning-rate schedule at its phases;
+:meth:`TrainingStrategy.after_update` runs after the optimizer step (weight decay and momentum move
+parameters whose gradient is zero: a strategy that holds some fixed puts them back there).
 """
 
 from __future__ import annotations
@@ -167,6 +172,22 @@ class TrainingStrategy(ABC):
         ``(seed, step, rank, state)`` and a resumed run draws the same ones.
         """
         return None
+
+    def bind_training_data(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Called once per process, before the first batch is drawn, with the whole training split
+        (the tensors :meth:`example_probabilities` indexes). Default: ignored."""
+
+    def schedule_restarts(self, total_steps: int) -> tuple[int, ...]:
+        """Steps at which the warm-up and cosine learning-rate schedule starts again (default: none).
+
+        Each phase between restarts gets the whole schedule over its own length.
+        """
+        return ()
+
+    def after_update(self, step: int, model: nn.Module) -> None:
+        """Called after the optimizer has applied ``step``'s update, on every rank. Parameters the
+        step must not change can be restored here bit for bit (the optimizer's weight decay and
+        momentum move parameters whose gradient is zero)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -17,6 +17,7 @@ import typer
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.cli.assemble import assemble
 from nasfleet.orchestrator.cli.certify import certify
+from nasfleet.orchestrator.cli.continual import continual
 from nasfleet.orchestrator.cli.data import data_app
 from nasfleet.orchestrator.cli.profile import profile
 from nasfleet.orchestrator.cli.runs import ensemble, evaluate, export, status
@@ -37,6 +38,7 @@ app.command()(demo)
 app.command()(search)
 app.command()(profile)
 app.command()(certify)
+app.command()(continual)
 app.command()(assemble)
 app.add_typer(data_app, name="data")
 
@@ -62,7 +64,7 @@ def _mount_subcommand(argv: list[str]) -> None:
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     if first == "comm" or first is None:
         _mount_comm()
-    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "assemble", "comm", "data"):
+    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "continual", "assemble", "comm", "data"):
         _mount_plugin_commands()
 
 

@@ -213,6 +213,7 @@ def train_rank(
             results += run_step(backend, setup.strategy, setup.space, batch, step, setup.rng)
         computed = time.perf_counter()
         allreduce_s = backend.step()
+        setup.strategy.after_update(step, backend.module)
         window.add(computed - started, time.perf_counter() - computed, allreduce_s, len(results))
         role_means.add(results)
         progress.step += 1

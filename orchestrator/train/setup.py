@@ -8,6 +8,7 @@ generator differs per rank, so ranks train different random subnets. The same re
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +34,22 @@ def job_strategy(job: JobConfig, space: SearchSpace | None = None) -> TrainingSt
     return build_strategy(job.strategy.name, job.strategy.params, space or job_space(job))
 
 
-def lr_factor(step: int, optim: OptimConfig) -> float:
-    """Linear warm-up, then cosine decay to zero."""
+def lr_factor(step: int, optim: OptimConfig, restarts: Sequence[int] = ()) -> float:
+    """Linear warm-up, then cosine decay to zero; each phase between ``restarts`` has its own."""
+    start = max((r for r in restarts if r <= step), default=0)
+    end = min((r for r in restarts if r > step), default=optim.steps)
+    step, steps = step - start, end - start
     if step < optim.warmup_steps:
         return (step + 1) / optim.warmup_steps
-    progress = (step - optim.warmup_steps) / max(1, optim.steps - optim.warmup_steps)
+    progress = (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def sgd_with_schedule(
-    model: nn.Module, optim: OptimConfig
+    model: nn.Module, optim: OptimConfig, restarts: Sequence[int] = ()
 ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
-    """The training recipe's optimizer (Nesterov SGD when momentum > 0) and its warm-up + cosine schedule."""
+    """The training recipe's optimizer (Nesterov SGD when momentum > 0) and its warm-up + cosine schedule
+    (restarted at ``restarts``, a strategy's phases)."""
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=optim.lr,
@@ -52,7 +57,7 @@ def sgd_with_schedule(
         weight_decay=optim.weight_decay,
         nesterov=optim.momentum > 0,
     )
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, optim))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, optim, restarts))
 
 
 @dataclass
@@ -78,7 +83,8 @@ def build_rank(job: JobConfig, sampling_rank: int = 0) -> RankSetup:
     model = strategy.build_model()
     if job.init_weights is not None:
         load_initial_weights(model, job.init_weights)
-    optimizer, scheduler = sgd_with_schedule(model, job.optim)
+    strategy.bind_training_data(data.train.images, data.train.labels)
+    optimizer, scheduler = sgd_with_schedule(model, job.optim, strategy.schedule_restarts(job.optim.steps))
     rng = np.random.default_rng(job.seed if sampling_rank == 0 else [job.seed, sampling_rank])
     return RankSetup(job, data, space, strategy, model, optimizer, scheduler, rng)
 
