@@ -25,7 +25,9 @@ from nasfleet.orchestrator.data import ImageSet
 from nasfleet.orchestrator.evaluate import TrainedSupernet, accuracy, load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.launch.job import absolute_run_dir
-from nasfleet.orchestrator.train import job_strategy
+from nasfleet.orchestrator.storage import join
+from nasfleet.orchestrator.train import checkpoint_name, job_strategy, read_supernet
+from nasfleet.orchestrator.train.checkpoints import load_state_into
 from nasfleet.strategies.continual import ContinualStrategy, using_task
 from nasfleet.supernet import calibrated_batchnorm
 
@@ -106,15 +108,20 @@ def run_continual(
     """Train the job's task sequence task by task, evaluating every learned task after each one.
 
     Writes the result to ``RUN/continual.json`` (a local run folder) and returns it. ``resume``
-    continues a run whose first tasks are trained already (their accuracies are measured again).
+    continues an interrupted run: tasks it trained already are measured again from the checkpoints
+    at their ends (each task's training stops with one there).
     """
     job = absolute_run_dir(job)
     strategy = continual_strategy(job)
     rows: list[list[float]] = []
     counts: list[int] = []
     for t in range(len(strategy.tasks)):
-        train_job(job, resume=resume or t > 0, until_step=strategy.task_end(t), show_progress=show_progress)
+        end = strategy.task_end(t)
+        train_job(job, resume=resume or t > 0, until_step=end, show_progress=show_progress)
         trained = load_trained(job.run_dir)
+        if trained.step != end:  # a resumed run already past this task: its checkpoint at the task's end
+            state, source = read_supernet(join(job.run_dir, checkpoint_name(end)))
+            load_state_into(trained.model, state, source)
         measured = [evaluate_task(trained, strategy, j, split, images_per_task) for j in range(t + 1)]
         rows.append([acc for acc, _ in measured])
         counts = [n for _, n in measured]

@@ -31,8 +31,8 @@ training images (``nasfleet.orchestrator.continual``).
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrategy, find_module
+from nasfleet.strategies.base import StrategyParams, SubnetTask, TaskOutputs, TrainingStrategy, find_module
 from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import Arch, SearchSpace
 
@@ -385,7 +385,9 @@ class ContinualStrategy(TrainingStrategy):
     def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
         return [SubnetTask(self.space.largest(), role=f"task{self.task_at(step)}")]
 
-    def loss(self, task: SubnetTask, outputs: Any, labels: torch.Tensor, earlier: dict[str, Any]) -> torch.Tensor:
+    def loss(
+        self, task: SubnetTask, outputs: TaskOutputs, labels: torch.Tensor, earlier: dict[str, TaskOutputs]
+    ) -> torch.Tensor:
         """Cross-entropy over the current task's classes (its head)."""
         classes = torch.tensor(self.tasks[self.task_at(self.next_step)].classes, device=labels.device)
         local = torch.full((outputs.logits.shape[-1],), -1, dtype=torch.long, device=labels.device)
