@@ -12,6 +12,7 @@ from nasfleet.supernet.arch import (
     arch_to_dict,
     arch_to_json,
 )
+from nasfleet.supernet.conv1d import Conv1DSpace, Conv1DSpaceConfig
 from nasfleet.supernet.bn import calibrated_batchnorm, recalibrate_batchnorm
 from nasfleet.supernet.extract import extract, load_subnet, save_subnet
 from nasfleet.supernet.latency import (
@@ -30,6 +31,7 @@ from nasfleet.supernet.vit import ViTSpace, ViTSpaceConfig
 __all__ = [
     "Arch", "BlockChoice", "ConvArch", "LayerChoice", "StageChoice", "TransformerArch",
     "arch_from_dict", "arch_from_json", "arch_to_dict", "arch_to_json",
+    "Conv1DSpace", "Conv1DSpaceConfig",
     "calibrated_batchnorm", "recalibrate_batchnorm", "extract", "load_subnet", "save_subnet",
     "MBConvSpace", "MBConvSpaceConfig", "MBConvStageSpec", "SPACES", "SpaceConfig", "SpaceEntry", "build_space", "space_config_from_dict", "space_for_shape",
     "space_from_dict",

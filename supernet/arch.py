@@ -36,7 +36,7 @@ class StageChoice:
 
 @dataclass(frozen=True)
 class ConvArch:
-    """A subnet of the MobileNet-style convolutional space."""
+    """A subnet of an inverted-residual space: ``space`` is "mbconv" (images) or "conv1d" (sequences)."""
 
     stages: tuple[StageChoice, ...]
     space: str = "mbconv"
@@ -77,6 +77,10 @@ class TransformerArch:
 Arch = Union[ConvArch, TransformerArch]
 
 
+CONV_ARCH_SPACES = ("mbconv", "conv1d")
+"""Spaces whose subnets are :class:`ConvArch` stages of inverted-residual blocks (images, sequences)."""
+
+
 def arch_to_dict(arch: Arch) -> dict[str, Any]:
     return asdict(arch)
 
@@ -93,7 +97,7 @@ def arch_from_dict(data: dict[str, Any]) -> Arch:
     """
     try:
         space = data["space"]
-        if space == "mbconv":
+        if space in CONV_ARCH_SPACES:
             return ConvArch(
                 stages=tuple(
                     StageChoice(
@@ -104,7 +108,8 @@ def arch_from_dict(data: dict[str, Any]) -> Arch:
                         ),
                     )
                     for stage in data["stages"]
-                )
+                ),
+                space=space,
             )
         if space == "vit":
             return TransformerArch(
@@ -116,7 +121,7 @@ def arch_from_dict(data: dict[str, Any]) -> Arch:
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise NasfleetError(f"malformed architecture {data!r}: {exc!r}") from None
-    raise NasfleetError(f"unknown architecture space {space!r} (expected 'mbconv' or 'vit')")
+    raise NasfleetError(f"unknown architecture space {space!r} (expected one of {', '.join((*CONV_ARCH_SPACES, 'vit'))})")
 
 
 def arch_from_json(text: str) -> Arch:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasfleet.supernet.elastic import ConvBN
-from nasfleet.supernet.mbconv import STEM_KERNEL, MBConvSpaceConfig, MBConvSupernet
+from nasfleet.supernet.mbconv import STEM_KERNEL, MBConvSpaceConfig, MBConvSupernet, PlainStagedNet
 
 
 class PrunedMBConvBlock(nn.Module):
@@ -45,7 +45,7 @@ class PrunedMBConvBlock(nn.Module):
         return x + h if self.residual else h
 
 
-class PrunedMBConvNet(nn.Module):
+class PrunedMBConvNet(PlainStagedNet):
     """The largest subnet of an mbconv space with per-block hidden-channel counts of its own."""
 
     def __init__(self, config: MBConvSpaceConfig, hidden: Sequence[Sequence[int]]) -> None:
@@ -64,13 +64,6 @@ class PrunedMBConvNet(nn.Module):
             )
             channels = width
         self.head = nn.Linear(channels, config.num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem(x))
-        for blocks in self.stages:
-            for block in blocks:
-                x = block(x)
-        return self.head(x.mean(dim=(2, 3)))
 
 
 def _copy_convbn(target: ConvBN, source: nn.Module, out_index: torch.Tensor | None,
@@ -103,7 +96,7 @@ def prune_hidden_channels(
     its depthwise layer; it is folded into the copied weights. An empty ``keep`` entry of a
     residual block removes the block.
     """
-    config = supernet.space.config
+    config = supernet.config
     counts = [[int(k.numel()) for k in stage] for stage in keep]
     pruned = PrunedMBConvNet(config, counts)
     with torch.no_grad():

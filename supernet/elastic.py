@@ -8,6 +8,9 @@ extracted, which is what makes an extracted module compute the supernet's functi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,17 +27,21 @@ def slice_like(source: torch.Tensor, shape: torch.Size, *, is_conv_weight: bool)
     if source.dim() != len(shape):
         raise ValueError(f"rank mismatch: {tuple(source.shape)} vs {tuple(shape)}")
     index: list[slice] = [slice(0, n) for n in shape]
-    if is_conv_weight:
-        index[2] = kernel_crop(source.shape[2], shape[2])
-        index[3] = kernel_crop(source.shape[3], shape[3])
+    if is_conv_weight:  # (out, in, *kernel): every kernel dimension is a centre crop
+        for dim in range(2, len(shape)):
+            index[dim] = kernel_crop(source.shape[dim], shape[dim])
     return source[tuple(index)]
 
 
-class ElasticConv2d(nn.Module):
+class ElasticConv(nn.Module):
     """A conv whose output channels and (centre-cropped) kernel size are chosen per call.
 
     ``depthwise=True`` makes it a depthwise conv whose channel count follows the input.
+    Subclasses fix the number of spatial dimensions (2 for images, 1 for sequences).
     """
+
+    spatial_dims: ClassVar[int]
+    _conv: ClassVar[Callable[..., torch.Tensor]]
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False
@@ -44,23 +51,34 @@ class ElasticConv2d(nn.Module):
         self.stride = stride
         self.kernel_size = kernel_size
         in_per_group = 1 if depthwise else in_channels
-        self.weight = nn.Parameter(torch.empty(out_channels, in_per_group, kernel_size, kernel_size))
+        kernel = (kernel_size,) * self.spatial_dims
+        self.weight = nn.Parameter(torch.empty(out_channels, in_per_group, *kernel))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
 
     def forward(self, x: torch.Tensor, out_channels: int, kernel_size: int | None = None) -> torch.Tensor:
         kernel_size = kernel_size or self.kernel_size
-        crop = kernel_crop(self.kernel_size, kernel_size)
+        crops = (kernel_crop(self.kernel_size, kernel_size),) * self.spatial_dims
         in_channels = x.shape[1]
         if self.depthwise:
-            weight = self.weight[:in_channels, :, crop, crop]
+            weight = self.weight[(slice(0, in_channels), slice(None), *crops)]
             groups = in_channels
         else:
-            weight = self.weight[:out_channels, :in_channels, crop, crop]
+            weight = self.weight[(slice(0, out_channels), slice(0, in_channels), *crops)]
             groups = 1
-        return F.conv2d(x, weight, None, self.stride, kernel_size // 2, 1, groups)
+        return type(self)._conv(x, weight, None, self.stride, kernel_size // 2, 1, groups)
 
 
-class ElasticBatchNorm2d(nn.BatchNorm2d):
+class ElasticConv2d(ElasticConv):
+    spatial_dims = 2
+    _conv = F.conv2d
+
+
+class ElasticConv1d(ElasticConv):
+    spatial_dims = 1
+    _conv = F.conv1d
+
+
+class _LeadingChannelsBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm over the leading channels of the input, sharing the full statistics.
 
     Running statistics are shared across subnets, so they only suit a subnet after
@@ -88,6 +106,14 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         )
 
 
+class ElasticBatchNorm2d(_LeadingChannelsBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+class ElasticBatchNorm1d(_LeadingChannelsBatchNorm, nn.BatchNorm1d):
+    pass
+
+
 class ElasticLinear(nn.Linear):
     """A linear layer over the leading input features, producing the leading outputs."""
 
@@ -107,14 +133,16 @@ class ElasticLayerNorm(nn.LayerNorm):
 
 
 class ElasticConvBN(nn.Module):
-    """Conv followed by batch norm; the unit a block is built from."""
+    """Conv followed by batch norm; the unit a block is built from (``spatial_dims``: 2 images, 1 sequences)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        self.conv = ElasticConv2d(in_channels, out_channels, kernel_size, stride, depthwise)
-        self.bn = ElasticBatchNorm2d(out_channels)
+        conv, bn = (ElasticConv2d, ElasticBatchNorm2d) if spatial_dims == 2 else (ElasticConv1d, ElasticBatchNorm1d)
+        self.conv = conv(in_channels, out_channels, kernel_size, stride, depthwise)
+        self.bn = bn(out_channels)
 
     def forward(self, x: torch.Tensor, out_channels: int, kernel_size: int | None = None) -> torch.Tensor:
         return self.bn(self.conv(x, out_channels, kernel_size))
@@ -124,12 +152,14 @@ class ConvBN(nn.Module):
     """The plain counterpart of :class:`ElasticConvBN`, with the same parameter names."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, depthwise: bool = False,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         groups = in_channels if depthwise else 1
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        conv, bn = (nn.Conv2d, nn.BatchNorm2d) if spatial_dims == 2 else (nn.Conv1d, nn.BatchNorm1d)
+        self.conv = conv(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = bn(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))

@@ -38,7 +38,7 @@ def extract(supernet: nn.Module, space: SearchSpace, arch: Arch) -> nn.Module:
     target = subnet.state_dict()
     with torch.no_grad():
         for name, tensor in target.items():
-            is_conv_weight = tensor.dim() == 4 and name.endswith("conv.weight")
+            is_conv_weight = tensor.dim() >= 3 and name.endswith("conv.weight")
             tensor.copy_(slice_like(source[name], tensor.shape, is_conv_weight=is_conv_weight))
     subnet.train(supernet.training)
     return subnet

@@ -43,7 +43,8 @@ from torch import nn
 from nasfleet.errors import NasfleetError
 from nasfleet.supernet.arch import Arch, BlockChoice, ConvArch, LayerChoice, TransformerArch, arch_to_dict
 from nasfleet.supernet.elastic import ConvBN
-from nasfleet.supernet.mbconv import STEM_KERNEL, MBConvBlock, MBConvSpace, spatial_after
+from nasfleet.supernet.conv1d import rows_as_sequence
+from nasfleet.supernet.mbconv import STEM_KERNEL, InvertedResidualSpace, MBConvBlock, spatial_after, stem_channels
 from nasfleet.supernet.registry import space_from_dict
 from nasfleet.supernet.space import SearchSpace
 from nasfleet.supernet.vit import TransformerLayer, ViTSpace, patchify
@@ -93,15 +94,16 @@ class _LayerModel(Protocol):
         """A plain module for the layer and the shape of one input sample."""
 
 
-class _ReluAfter(nn.Module):
-    """The mbconv stem as ``MBConvNet.forward`` runs it."""
+class _Stem(nn.Module):
+    """The mbconv stem as ``MBConvNet.forward`` runs it: the input as the stem reads it, conv-BN, ReLU."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, sequence_input: bool) -> None:
         super().__init__()
         self.inner = inner
+        self.sequence_input = sequence_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.inner(x))
+        return F.relu(self.inner(rows_as_sequence(x) if self.sequence_input else x))
 
 
 class _PooledHead(nn.Module):
@@ -112,7 +114,7 @@ class _PooledHead(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x.mean(dim=(2, 3)))
+        return self.head(x.mean(dim=tuple(range(2, x.dim()))))
 
 
 class _PatchEmbed(nn.Module):
@@ -141,23 +143,25 @@ class _TokenPoolHead(nn.Module):
 
 
 class _MBConvLayers:
-    """Stem, one entry per inverted-residual block, pooled classifier."""
+    """Stem, one entry per inverted-residual block, pooled classifier (images or sequences)."""
 
-    def __init__(self, space: MBConvSpace) -> None:
+    def __init__(self, space: InvertedResidualSpace) -> None:
         self.config = space.config
+        self.dims = space.spatial_dims
+        self.kind = space.name
 
     def _stem(self) -> LayerSpec:
         c = self.config
-        return _spec("mbconv.stem", c_in=c.in_channels, c_out=c.stem_width, size=c.image_size)
+        return _spec(f"{self.kind}.stem", c_in=c.in_channels, c_out=c.stem_width, size=c.image_size)
 
     def _block(self, c_in: int, c_out: int, block: BlockChoice, stride: int, size: int, residual: bool) -> LayerSpec:
         return _spec(
-            "mbconv.block", c_in=c_in, c_out=c_out, kernel=block.kernel, expand=block.expand,
+            f"{self.kind}.block", c_in=c_in, c_out=c_out, kernel=block.kernel, expand=block.expand,
             stride=stride, size=size, residual=int(residual),
         )
 
     def _head(self, c_in: int, size: int) -> LayerSpec:
-        return _spec("mbconv.head", c_in=c_in, size=size, classes=self.config.num_classes)
+        return _spec(f"{self.kind}.head", c_in=c_in, size=size, classes=self.config.num_classes)
 
     def arch_layers(self, arch: Arch) -> list[LayerSpec]:
         assert isinstance(arch, ConvArch)
@@ -188,12 +192,15 @@ class _MBConvLayers:
         return [*layers, *(self._head(width, size) for width in inputs)]
 
     def build(self, spec: LayerSpec) -> tuple[nn.Module, tuple[int, ...]]:
-        shape = (spec["c_in"], spec["size"], spec["size"])
-        if spec.kind == "mbconv.stem":
-            return _ReluAfter(ConvBN(spec["c_in"], spec["c_out"], STEM_KERNEL)), shape
-        if spec.kind == "mbconv.block":
+        c, dims = self.config, self.dims
+        if spec.kind == f"{self.kind}.stem":
+            stem = ConvBN(stem_channels(c, dims), spec["c_out"], STEM_KERNEL, spatial_dims=dims)
+            return _Stem(stem, sequence_input=dims == 1), (spec["c_in"], spec["size"], spec["size"])  # images in
+        shape = (spec["c_in"], *(spec["size"],) * dims)
+        if spec.kind == f"{self.kind}.block":
             block = BlockChoice(spec["kernel"], spec["expand"])
-            return MBConvBlock(spec["c_in"], spec["c_out"], block, spec["stride"], bool(spec["residual"])), shape
+            residual = bool(spec["residual"])
+            return MBConvBlock(spec["c_in"], spec["c_out"], block, spec["stride"], residual, dims), shape
         return _PooledHead(nn.Linear(spec["c_in"], spec["classes"])), shape
 
 
@@ -241,7 +248,7 @@ class _ViTLayers:
 
 
 def _layer_model(space: SearchSpace) -> _LayerModel:
-    if isinstance(space, MBConvSpace):
+    if isinstance(space, InvertedResidualSpace):
         return _MBConvLayers(space)
     if isinstance(space, ViTSpace):
         return _ViTLayers(space)

@@ -6,11 +6,13 @@ import collections
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nasfleet.errors import NasfleetError
 from nasfleet.supernet import (
+    Conv1DSpace,
     ConvArch,
     MBConvSpace,
     MBConvSpaceConfig,
@@ -20,12 +22,13 @@ from nasfleet.supernet import (
     arch_from_json,
     arch_to_json,
 )
+from nasfleet.supernet.conv1d import rows_as_sequence
 
 SMALL_MBCONV = MBConvSpace(
     MBConvSpaceConfig(stages=[{"widths": [4, 8], "depths": [1, 2], "kernels": [3, 5], "expands": [2]}])
 )
 SMALL_VIT = ViTSpace(ViTSpaceConfig(embed_dims=[8, 16], depths=[1, 2], heads=[1, 2], mlp_ratios=[1.0]))
-SPACES = [MBConvSpace(), ViTSpace()]
+SPACES = [MBConvSpace(), ViTSpace(), Conv1DSpace()]
 
 
 @pytest.mark.parametrize("space", SPACES, ids=lambda s: s.name)
@@ -84,3 +87,18 @@ def test_malformed_json_is_a_user_error() -> None:
         arch_from_json("{not json")
     with pytest.raises(NasfleetError, match="malformed"):
         arch_from_json('{"space": "mbconv", "stages": [{"width": 1.5, "blocks": []}]}')
+
+
+def test_the_sequence_space_reads_each_image_row_as_one_time_step() -> None:
+    images = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)  # 3 rows of 4 pixels
+    sequences = rows_as_sequence(images)
+    assert sequences.shape == (2, 4, 3)
+    for step in range(3):
+        assert torch.equal(sequences[:, :, step], images[:, 0, step, :])
+
+
+def test_an_architecture_of_one_conv_space_is_outside_the_other() -> None:
+    arch = Conv1DSpace().largest()
+    assert arch.space == "conv1d" and arch_from_json(arch_to_json(arch)) == arch
+    with pytest.raises(NasfleetError, match="expected a mbconv architecture, got space 'conv1d'"):
+        MBConvSpace().validate(arch)

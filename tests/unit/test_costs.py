@@ -9,6 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nasfleet.supernet import (
     BlockChoice,
+    Conv1DSpace,
+    Conv1DSpaceConfig,
     ConvArch,
     LayerChoice,
     MBConvSpace,
@@ -38,6 +40,22 @@ def test_mbconv_hand_count() -> None:
     assert space.params(arch) == params == 310
 
 
+def test_conv1d_hand_count() -> None:
+    # 1×8×8 images read as 8 steps of 8 values; stem k3 → 4 channels; one stride-2 block: expand ×2 (8), depthwise k3, project → 6.
+    space = Conv1DSpace(
+        Conv1DSpaceConfig(stem_width=4, stages=[{"widths": [6], "depths": [1], "kernels": [3], "expands": [2], "stride": 2}])
+    )
+    arch = ConvArch((StageChoice(6, (BlockChoice(3, 2),)),), space="conv1d")
+    stem = 8 * 4 * 8 * 3  # 768: 8 steps, 8 values in, 4 out, kernel 3
+    expand = 8 * 8 * 4  # 256 (1-wide at 8 steps, before the stride)
+    depthwise = 4 * 8 * 3  # 96 (stride 2 → 4 steps)
+    project = 4 * 6 * 8  # 192
+    head = 6 * 10
+    assert space.flops(arch) == stem + expand + depthwise + project + head == 1372
+    params = (96 + 8) + (32 + 16) + (24 + 16) + (48 + 12) + (60 + 10)
+    assert space.params(arch) == params == 322
+
+
 def test_vit_hand_count() -> None:
     space = ViTSpace(
         ViTSpaceConfig(patch_size=4, head_dim=2, embed_dims=[4], depths=[1], heads=[1], mlp_ratios=[2.0])
@@ -51,7 +69,7 @@ def test_vit_hand_count() -> None:
     assert space.params(arch) == params
 
 
-@pytest.mark.parametrize("space", [MBConvSpace(), ViTSpace()], ids=lambda s: s.name)
+@pytest.mark.parametrize("space", [MBConvSpace(), ViTSpace(), Conv1DSpace()], ids=lambda s: s.name)
 def test_costs_match_torch_counters_on_extracted_subnets(space) -> None:
     supernet = space.build_supernet().eval()
     rng = np.random.default_rng(0)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nasfleet.errors import NasfleetError
-from nasfleet.supernet import MBConvSpace, ViTSpace, extract, load_subnet, recalibrate_batchnorm, save_subnet
+from nasfleet.supernet import Conv1DSpace, MBConvSpace, ViTSpace, extract, load_subnet, recalibrate_batchnorm, save_subnet
 
-SPACES = {"mbconv": MBConvSpace(), "vit": ViTSpace()}
+SPACES = {"mbconv": MBConvSpace(), "vit": ViTSpace(), "conv1d": Conv1DSpace()}
 SUPERNETS = {}
 
 
@@ -50,7 +50,7 @@ def test_gradients_reach_only_the_shared_slice(name: str) -> None:
     arch = space.smallest()
     supernet(torch.randn(4, 1, 8, 8), arch).sum().backward()
     head = supernet.head.weight.grad
-    width = arch.stages[-1].width if name == "mbconv" else arch.embed_dim
+    width = arch.embed_dim if name == "vit" else arch.stages[-1].width
     assert head[:, width:].abs().sum() == 0 and head[:, :width].abs().sum() > 0
     last_layers = [p for n, p in supernet.named_parameters() if p.grad is None]
     assert last_layers, "the smallest subnet drops blocks, which must receive no gradient"
