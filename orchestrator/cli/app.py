@@ -20,6 +20,7 @@ from nasfleet.orchestrator.cli.certify import certify
 from nasfleet.orchestrator.cli.continual import continual
 from nasfleet.orchestrator.cli.data import data_app
 from nasfleet.orchestrator.cli.profile import profile
+from nasfleet.orchestrator.cli.prune import prune
 from nasfleet.orchestrator.cli.runs import ensemble, evaluate, export, status
 from nasfleet.orchestrator.cli.search import search
 from nasfleet.orchestrator.cli.train import demo, train
@@ -39,6 +40,7 @@ app.command()(search)
 app.command()(profile)
 app.command()(certify)
 app.command()(continual)
+app.command()(prune)
 app.command()(assemble)
 app.add_typer(data_app, name="data")
 
@@ -64,7 +66,7 @@ def _mount_subcommand(argv: list[str]) -> None:
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     if first == "comm" or first is None:
         _mount_comm()
-    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "continual", "assemble", "comm", "data"):
+    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "continual", "prune", "assemble", "comm", "data"):
         _mount_plugin_commands()
 
 

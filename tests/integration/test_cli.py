@@ -27,7 +27,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "export", "demo", "search", "profile", "bench", None])
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "demo", "search", "profile", "prune", "bench", None])
 def test_every_command_has_help(command: str | None) -> None:
     result = nasfleet(*([command] if command else []), "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
