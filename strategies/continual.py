@@ -309,7 +309,7 @@ class ContinualParams(StrategyParams):
 
     @field_validator("kkt_examples")
     @classmethod
-    def _even(cls, value: int) -> int:
+    def _enough(cls, value: int) -> int:
         if value < 4:
             raise ValueError("kkt_examples must be 4 or more (half are neighbours, half are scored)")
         return value
