@@ -54,7 +54,7 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    folder = args.workdir / f"seed-{seed}"
+    folder = seed_dir(args, {"seed": seed})
     cached = folder / "result.json"
     if cached.exists():
         return json.loads(cached.read_text())
@@ -104,6 +104,22 @@ def overlap_s(intervals: list[dict[str, float]]) -> float:
     return max(0.0, min(i["end_s"] for i in intervals) - max(i["start_s"] for i in intervals))
 
 
+def ideal_speedup(intervals: list[dict[str, float]]) -> float:
+    """What K actors at once would gain on idle cores: the jobs' serial durations, summed, over the longest."""
+    durations = [i["end_s"] - i["start_s"] for i in intervals]
+    return sum(durations) / max(durations)
+
+
+def seconds_per_step(run: Path) -> float:
+    """A run's mean compute time per training step, from its metrics log: how loaded the cores were."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return statistics.fmean(r["timing"]["compute_s_per_step"] for r in records)
+
+
+def seed_dir(args: argparse.Namespace, result: dict[str, Any]) -> Path:
+    return args.workdir / f"seed-{result['seed']}"
+
+
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def row(name: str, values: list[float], scale: float = 100.0, unit: str = "%") -> str:
         mean, half = interval([v * scale for v in values])
@@ -151,13 +167,20 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "| time and compute | mean ± 95 % | per seed |",
         "|---|---|---|",
         row("assembling wall clock (s)", [r["assembly"]["wall_s"]["total"] for r in results], 1.0, " s"),
-        row("end to end at same compute, wall clock (s)", [r["e2e_same_compute"]["wall_s"] for r in results], 1.0, " s"),
+        row("end to end, same compute: wall clock (s)", [r["e2e_same_compute"]["wall_s"] for r in results], 1.0, " s"),
         row("incubation wall clock, K actors at once (s)",
             [r["assembly"]["wall_s"]["incubation"] for r in results], 1.0, " s"),
         row("incubation wall clock, one actor (s)", [r["serial_incubation_s"] for r in results], 1.0, " s"),
         row("speed-up of K actors at once",
             [r["serial_incubation_s"] / r["assembly"]["wall_s"]["incubation"] for r in results], 1.0, "×"),
-        row("incubation overlap, s (all K running)", [overlap_s(r["assembly"]["intervals"]) for r in results], 1.0, " s"),
+        row("ideal speed-up on idle cores (serial durations: sum / longest)",
+            [ideal_speedup(r["serial_intervals"]) for r in results], 1.0, "×"),
+        row("incubation overlap (all K running)", [overlap_s(r["assembly"]["intervals"]) for r in results], 1.0, " s"),
+        row("module 0 compute s/step, K actors at once",
+            [seconds_per_step(seed_dir(args, r) / "assembly" / "incubate-0") for r in results], 1.0, " s"),
+        row("module 0 compute s/step, one actor",
+            [seconds_per_step(seed_dir(args, r) / "serial-incubate-0") for r in results], 1.0, " s"),
+        row("1-min load average at the end of the seed", [r["load_average_1min_at_end"] for r in results], 1.0, ""),
         row("assembling compute / one end-to-end step",
             [sum(r["assembly"]["train_macs"].values()) / r["assembly"]["target_step_macs"] for r in results], 1.0, ""),
     ]

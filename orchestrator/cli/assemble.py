@@ -25,7 +25,9 @@ def assemble(
         True, "--shared-meta/--no-shared-meta",
         help="--no-shared-meta is the ablation: each module incubates in a meta model of its own.",
     ),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: a new loopback one)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a new loopback one)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Train the largest subnet as K modules, each incubated on its own Ray actor in a shared meta model,
