@@ -60,6 +60,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         return json.loads(cached.read_text())
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted seed starts over: its timings must come from one go
+    connect_ray(None)
     overrides = [f"seed={seed}", f"run_dir={folder / 'assembly'}", "launch.threads=1"]
     base = load_config(CONFIG, overrides)
     settings = AssemblySettings(args.modules, args.modules, args.meta_steps, args.incubation_steps, args.finetune_steps)
@@ -198,7 +199,6 @@ def main() -> None:
     parser.add_argument("--name", default="assembling")
     args = parser.parse_args()
     args.workdir = args.workdir.absolute()
-    connect_ray(None)
     results = [run_seed(int(s), args) for s in args.seeds.split(",")]
     write_results(args.name, {"args": {k: str(v) for k, v in vars(args).items()}, "seeds": results},
                   report(results, args))
