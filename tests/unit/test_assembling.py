@@ -82,3 +82,17 @@ def test_init_weights_refuses_a_file_for_another_model(tmp_path: Path) -> None:
 def test_strategy_checks_its_module_index_on_the_driver() -> None:
     with pytest.raises(NasfleetError, match="module 2 does not exist"):
         build_strategy("assembling", {"modules": 2, "phase": "incubate", "module": 2}, MBConvSpace())
+
+
+def test_a_job_whose_init_weights_do_not_fit_fails_on_the_driver(tmp_path: Path) -> None:
+    from nasfleet.orchestrator.config import config_from_dict
+    from nasfleet.orchestrator.launch import validate_job
+
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"stem.conv.weight": torch.zeros(1)}, wrong)
+    job = config_from_dict({
+        "run_dir": str(tmp_path / "run"), "init_weights": str(wrong),
+        "strategy": {"name": "assembling", "params": {"phase": "target"}},
+    })
+    with pytest.raises(NasfleetError, match="init_weights file .* another shape"):
+        validate_job(job)
