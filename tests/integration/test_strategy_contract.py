@@ -34,6 +34,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "deps": {"total_steps": STEPS},
     "progressive": {"total_steps": STEPS},
     "fewshot-gm": {"warmup_steps": 3},
+    "assembling": {"phase": "incubate", "module": 1},  # the phase with frozen parameters
 }
 NAMES = STRATEGIES.names()
 
