@@ -6,10 +6,10 @@ evaluated after each task on that task's test images (task id given: each task h
 and head). Sequences: split Fashion-MNIST (5 two-class tasks), permuted Fashion-MNIST (5 ten-class
 tasks, task 0 unpermuted), and Fashion-MNIST pairs followed by the 8×8 digits resized to 28×28 as
 a second domain (6 tasks, data set ``fashion-digits``). Methods: ExSSNeT and SupSup at a sparse and
-a dense mask density, fine-tuning without masks, and on the first sequence at the sparse density two
-more: ExSSNeT without exclusivity (the ablation), and ExSSNeT with twice the steps per task, so that
-its mask learns for as many steps as SupSup's before its weights train (at equal steps ExSSNeT's
-mask gets half of them). Intervals are t-based 95 % over seeds (with 2 seeds, ± 12.7 × the standard
+a dense mask density, fine-tuning without masks, and on the first sequence at the sparse density
+three more: ExSSNeT without exclusivity (the ablation), ExSSNeT without KKT, and ExSSNeT with twice
+the steps per task, so that its mask learns for as many steps as SupSup's before its weights train
+(at equal steps ExSSNeT's mask gets half of them). Intervals are t-based 95 % over seeds (with 2 seeds, ± 12.7 × the standard
 error: wide). Finished runs in --workdir are reused.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/continual.py --seeds 0,1 --densities 0.05,0.5 \\
@@ -52,10 +52,11 @@ def interval(values: list[float]) -> tuple[float, float]:
 
 
 def run_one(workdir: Path, sequence: str, method: str, density: float, seed: int, exclusive: bool,
-            steps_per_task: int, test_images: int, base_steps: int) -> dict[str, Any]:
+            steps_per_task: int, test_images: int, base_steps: int, kkt: bool = True) -> dict[str, Any]:
     dataset, tasks = SEQUENCES[sequence]
     name = f"{dataset}-{tasks.split(':')[0]}-{method}{'' if exclusive else '-shared'}-d{density:g}-s{seed}"
     name += f"-t{steps_per_task}" if steps_per_task != base_steps else ""
+    name += "" if kkt else "-nokkt"
     run_dir = workdir / name
     raw = yaml.safe_load(CONFIG.read_text())
     count = len(parse_tasks(tasks, 20 if dataset == "fashion-digits" else 10))
@@ -63,7 +64,7 @@ def run_one(workdir: Path, sequence: str, method: str, density: float, seed: int
     raw["data"]["dataset"] = dataset
     raw["optim"]["steps"] = count * steps_per_task
     raw["strategy"]["params"] = {"tasks": tasks, "method": method, "density": density, "exclusive": exclusive,
-                                 "steps_per_task": steps_per_task}
+                                 "steps_per_task": steps_per_task, "kkt": kkt}
     job = config_from_dict(raw, name)
     started = time.perf_counter()
     saved = run_dir / RESULT_FILE
@@ -78,7 +79,7 @@ def run_one(workdir: Path, sequence: str, method: str, density: float, seed: int
         kept = float(torch.cat([wrapper.mask(t) for t in range(len(wrapper.tasks))]).mean()) if wrapper.masked else 1.0
     return {
         "sequence": sequence, "method": method, "exclusive": exclusive, "density": density, "seed": seed,
-        "steps_per_task": steps_per_task, "doubled": steps_per_task != base_steps,
+        "steps_per_task": steps_per_task, "doubled": steps_per_task != base_steps, "kkt": kkt,
         "kept_fraction": kept, "average_accuracy": result.average_accuracy, "forgetting": result.forgetting,
         "accuracy": result.accuracy, "wall_s": time.perf_counter() - started,
     }
@@ -90,6 +91,7 @@ def label(row: dict[str, Any]) -> str:
     name = {"exssnet": "ExSSNeT", "supsup": "SupSup"}[row["method"]]
     name += "" if row["exclusive"] else " without exclusivity"
     name += " (2× steps: SupSup's mask steps, then as many weight steps)" if row.get("doubled") else ""
+    name += " without KKT" if row["method"] == "exssnet" and not row.get("kkt", True) else ""
     return f"{name}, density {row['density']:g}"
 
 
@@ -118,7 +120,7 @@ def markdown(rows: list[dict[str, Any]], seeds: list[int], args: argparse.Namesp
             pairs: dict[int, dict[str, float]] = {}
             for row in rows:
                 same = row["sequence"] == sequence and row["density"] == density
-                if same and row["exclusive"] and not row["doubled"]:
+                if same and row["exclusive"] and not row["doubled"] and row["kkt"]:
                     pairs.setdefault(row["seed"], {})[row["method"]] = row["average_accuracy"]
             diffs = [100 * (p["exssnet"] - p["supsup"]) for p in pairs.values() if {"exssnet", "supsup"} <= set(p)]
             if diffs:
@@ -144,12 +146,13 @@ def main() -> None:
         for seed in seeds:
             # The ablation on the first sequence only, to keep the study within half an hour of CPU.
             first = sequence == args.sequences.split(",")[0]
-            ablation = [("exssnet", args.densities[0], False, 1)] if first else []
+            ablations = [("exssnet", args.densities[0], False, 1, True), ("exssnet", args.densities[0], True, 1, False)]
             # ExSSNeT's mask gets half of a task's steps; this variant gives it SupSup's whole budget first.
-            doubled = [("exssnet", args.densities[0], True, 2)] if first else []
-            for method, density, exclusive, scale in [(*p, 1) for p in plan] + ablation + doubled:
+            doubled = [("exssnet", args.densities[0], True, 2, True)]
+            extra = ablations + doubled if first else []
+            for method, density, exclusive, scale, kkt in [(*p, 1, True) for p in plan] + extra:
                 row = run_one(args.workdir, sequence, method, density, seed, exclusive, scale * args.steps_per_task,
-                              args.test_images, args.steps_per_task)
+                              args.test_images, args.steps_per_task, kkt)
                 print(f"{sequence:28s} {label(row):42s} seed {seed}: avg {row['average_accuracy']:.4f} "
                       f"forgetting {row['forgetting']:+.4f} ({row['wall_s']:.0f} s)", flush=True)
                 rows.append(row)
