@@ -16,6 +16,7 @@ Each seed's results are kept in ``--workdir/seed-S/result.json``, so a rerun onl
 
     OMP_NUM_THREADS=1 python benchmarks/assembling.py [--seeds 0,1] [--modules 2] [--meta-steps 150] \\
         [--incubation-steps 250] [--finetune-steps 100] [--workdir runs/assembling-bench]
+    OMP_NUM_THREADS=1 python benchmarks/assembling.py --speedup-pairs 3 [--speedup-steps 150]   # after the above
 """
 
 from __future__ import annotations
@@ -188,6 +189,57 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speedup_pairs(args: argparse.Namespace) -> None:
+    """``--speedup-pairs N``: K actors at once and one actor, alternating N times on seed 0's incubation jobs.
+
+    Alternating pairs see about the same load from the machine's other jobs, so their ratio says
+    more about the parallelism itself than one parallel run and one serial run minutes apart.
+    """
+    connect_ray(None)
+    assembly = seed_dir(args, {"seed": 0}) / "assembly"
+    base = load_config(CONFIG, ["seed=0", f"run_dir={assembly}", "launch.threads=1"])
+    pairs = []
+    for pair in range(args.speedup_pairs):
+        times = {}
+        for actors in (args.modules, 1):
+            folder = args.workdir / "speedup" / f"pair-{pair}-actors-{actors}"
+            shutil.rmtree(folder, ignore_errors=True)
+            jobs = [
+                phase_job(base, "incubate", args.speedup_steps, folder / f"incubate-{k}", args.modules, k,
+                          assembly / "weights" / f"incubate-{k}.pt")
+                for k in range(args.modules)
+            ]
+            started = time.perf_counter()
+            intervals = run_incubations(jobs, actors)
+            times[actors] = {"wall_s": time.perf_counter() - started, "intervals": [asdict(i) for i in intervals],
+                             "load_average_1min": os.getloadavg()[0]}
+        pairs.append(times)
+        parallel_s, serial_s = times[args.modules]["wall_s"], times[1]["wall_s"]
+        print(f"pair {pair}: {args.modules} actors {parallel_s:.1f} s, one actor {serial_s:.1f} s", flush=True)
+    ratios = [p[1]["wall_s"] / p[args.modules]["wall_s"] for p in pairs]
+    ideal = [ideal_speedup(p[1]["intervals"]) for p in pairs]
+    mean, half = interval(ratios)
+    ideal_mean, ideal_half = interval(ideal)
+    loads = ", ".join(f"{p[args.modules]['load_average_1min']:.1f}/{p[1]['load_average_1min']:.1f}" for p in pairs)
+    markdown = "\n".join([
+        f"# Speed-up of {args.modules} incubation actors at once — {args.speedup_pairs} alternating pairs",
+        "",
+        f"Seed 0's {args.modules} incubation jobs, {args.speedup_steps} steps each, on {args.modules} Ray actors at "
+        "once, then on one actor one after another; repeated. Mean ± 95 % t half-width over the pairs.",
+        "",
+        "| quantity | mean ± 95 % | per pair |",
+        "|---|---|---|",
+        f"| speed-up (one actor's wall clock / {args.modules} actors') | {mean:.2f}× ± {half:.2f} | "
+        + ", ".join(f"{r:.2f}" for r in ratios) + " |",
+        f"| ceiling on idle cores (serial job times: sum / longest) | {ideal_mean:.2f}× ± {ideal_half:.2f} | "
+        + ", ".join(f"{r:.2f}" for r in ideal) + " |",
+        f"| 1-min load average after the parallel / serial run | | {loads} |",
+        "",
+    ])
+    write_results(f"{args.name}_speedup", {"args": {k: str(v) for k, v in vars(args).items()}, "pairs": pairs},
+                  markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1")
@@ -197,8 +249,14 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=Path("runs/assembling-bench"))
     parser.add_argument("--name", default="assembling")
+    parser.add_argument("--speedup-pairs", type=int, default=0,
+                        help="Only measure the speed-up: this many alternating parallel/serial incubation runs.")
+    parser.add_argument("--speedup-steps", type=int, default=150)
     args = parser.parse_args()
     args.workdir = args.workdir.absolute()
+    if args.speedup_pairs:
+        speedup_pairs(args)
+        return
     results = [run_seed(int(s), args) for s in args.seeds.split(",")]
     write_results(args.name, {"args": {k: str(v) for k, v in vars(args).items()}, "seeds": results},
                   report(results, args))
