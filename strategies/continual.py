@@ -44,7 +44,14 @@ from torch import nn
 from torch.func import functional_call
 
 from nasfleet.errors import NasfleetError
-from nasfleet.strategies.base import StrategyParams, SubnetTask, TaskOutputs, TrainingStrategy, find_module
+from nasfleet.strategies.base import (
+    StrategyParams,
+    SubnetTask,
+    TaskOutputs,
+    TrainingStrategy,
+    find_module,
+    require_mbconv,
+)
 from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import Arch, SearchSpace
 
@@ -329,10 +336,8 @@ class ContinualStrategy(TrainingStrategy):
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:
         super().__init__(space, params)
-        num_classes = int(getattr(getattr(space, "config", None), "num_classes", 0))
-        if num_classes < 2:
-            raise NasfleetError(f"strategy 'continual' needs a space with a class count, not {space.name!r}")
-        self.tasks = parse_tasks(self.params.tasks, num_classes)
+        # The masked network's parts (which parameters are masked, the "head" KKT reads) are the mbconv space's.
+        self.tasks = parse_tasks(self.params.tasks, require_mbconv(space, self.name).config.num_classes)
         self.next_step = 0
         self._labels: np.ndarray | None = None
         self._images: torch.Tensor | None = None
@@ -435,7 +440,7 @@ class ContinualStrategy(TrainingStrategy):
                 elif allowed is not True:
                     param.copy_(torch.where(allowed, param, before))
 
-    def trainable(self, wrapper: SupermaskSupernet, step: int) -> dict[int, Any]:
+    def trainable(self, wrapper: SupermaskSupernet, step: int) -> dict[int, bool | torch.Tensor]:
         """What the step may change, by parameter id: True (all of it) or a bool mask of its entries."""
         task = self.task_at(step)
         weights = dict(wrapper.supernet.named_parameters())
