@@ -1,4 +1,4 @@
-"""Image data sets by name (bundled digits, Fashion-MNIST from Debian, IDX files behind a path, plug-ins), and batching.
+"""Data sets by name (bundled digits, Fashion-MNIST and a text corpus from Debian, IDX or text files behind a path, plug-ins), and batching.
 
 Batches are a pure function of ``(seed, step)``: the permutation for an epoch is drawn
 from a generator seeded by the epoch number, so a resumed run sees exactly the batches
@@ -25,7 +25,7 @@ import torch
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import DataConfig
-from nasfleet.orchestrator.data_fetch import FASHION_MNIST, data_cache_root, fetch, file_sha256
+from nasfleet.orchestrator.data_fetch import FASHION_MNIST, FORTUNES, data_cache_root, fetch, file_sha256
 from nasfleet.registry import Registry
 
 
@@ -91,6 +91,8 @@ class DatasetSpec:
     shape: DataShape
     load: Callable[[DataConfig], DataSplits]
     check: Callable[[DataConfig], None] = lambda config: None
+    tokens: bool = False
+    """Examples are token sequences (``[1, T]`` in, ``[T]`` next tokens out), scored per token."""
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set", "nasfleet.datasets")
@@ -167,9 +169,93 @@ def _load_fashion_digits(config: DataConfig) -> DataSplits:
     return DataSplits(*(joined(fashion.split(n), digits.split(n)) for n in SPLIT_NAMES), num_classes=20)
 
 
+TEXT_CONTEXT = 64
+"""Tokens per training example of the text data sets (the language model's context length)."""
+BYTE_VOCABULARY = 256
+
+
+def _text_files(folder: Path) -> list[Path]:
+    """A folder's text files in name order (``.dat`` indexes and hidden files left out), or the file itself."""
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise NasfleetError(f"data path {folder} does not exist")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix != ".dat")
+    if not files:
+        raise NasfleetError(f"data path {folder} holds no text files")
+    return files
+
+
+def _check_text(config: DataConfig) -> None:
+    if config.path is None:
+        raise NasfleetError("dataset text needs data.path: a UTF-8 text file or a folder of them")
+    _text_files(config.path)
+
+
+def _corpus_bytes(files: list[Path]) -> np.ndarray:
+    parts = []
+    for path in files:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NasfleetError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        parts.append(raw)
+    return np.frombuffer(b"".join(parts), dtype=np.uint8)
+
+
+def text_splits(corpus: np.ndarray, config: DataConfig, context: int = TEXT_CONTEXT) -> DataSplits:
+    """Byte-level next-token examples from one corpus, held-out splits fixed by position.
+
+    The corpus is cut, in order, into training, validation and test spans (the last
+    ``val_fraction`` and ``test_fraction`` of its bytes; no shuffling across the cut, so no
+    window of one split overlaps another). Each span is tiled by non-overlapping windows of
+    ``context + 1`` bytes: the first ``context`` are the input ``[1, context]``, the last
+    ``context`` the labels. ``split_seed`` does not apply: the split is the position.
+    """
+    test_fraction = config.test_fraction or DEFAULT_TEST_FRACTION
+    n = len(corpus)
+    val_start, test_start = int(n * (1 - test_fraction - config.val_fraction)), int(n * (1 - test_fraction))
+
+    def windows(span: np.ndarray) -> ImageSet:
+        count = (len(span) - 1) // context
+        if count < 1:
+            raise NasfleetError(f"the text corpus ({n:,} bytes) is too short for {context}-byte examples in every split")
+        tokens = torch.from_numpy(span.astype(np.int64))
+        starts = torch.arange(count) * context
+        index = starts[:, None] + torch.arange(context + 1)
+        tiles = tokens[index]
+        return ImageSet(tiles[:, None, :-1].contiguous(), tiles[:, 1:].contiguous())
+
+    spans = corpus[:val_start], corpus[val_start:test_start], corpus[test_start:]
+    return DataSplits(*(windows(span) for span in spans), num_classes=BYTE_VOCABULARY)
+
+
+def _load_text(config: DataConfig) -> DataSplits:
+    _check_text(config)
+    assert config.path is not None
+    return text_splits(_corpus_bytes(_text_files(config.path)), config)
+
+
+def _fortunes_files(config: DataConfig) -> list[Path]:
+    folder = config.path if config.path is not None else fetch(FORTUNES)
+    return [folder / name for name in FORTUNES.sha256] if config.path is None else _text_files(folder)
+
+
+def _check_fortunes(config: DataConfig) -> None:
+    _fortunes_files(config)  # on the driver: fetched before any worker needs it
+
+
+def _load_fortunes(config: DataConfig) -> DataSplits:
+    return text_splits(_corpus_bytes(_fortunes_files(config)), config)
+
+
 DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits))
 DATASETS.add("mnist", DatasetSpec(DataShape(1, 28, 10), _load_mnist, _check_mnist))
 DATASETS.add("fashion-mnist", DatasetSpec(DataShape(1, 28, 10), _load_fashion_mnist, _check_fashion_mnist))
+TEXT_SHAPE = DataShape(1, TEXT_CONTEXT, BYTE_VOCABULARY)
+DATASETS.add("text", DatasetSpec(TEXT_SHAPE, _load_text, _check_text, tokens=True))
+DATASETS.add("fortunes", DatasetSpec(TEXT_SHAPE, _load_fortunes, _check_fortunes, tokens=True))
 DATASETS.add("fashion-digits", DatasetSpec(DataShape(1, 28, 20), _load_fashion_digits, _check_fashion_mnist))
 
 

@@ -197,8 +197,12 @@ class TrainingStrategy(ABC):
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a soft target: in-place distillation's loss (BigNAS)."""
-    return -(target_probs * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    """Cross-entropy against a soft target: in-place distillation's loss (BigNAS).
+
+    Classes lie along dimension 1 (``[N, C]``, or ``[N, C, T]`` for a language model's tokens), as
+    for ``F.cross_entropy``; the mean is over everything else.
+    """
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, distill: Distill) -> torch.Tensor:
@@ -208,7 +212,7 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, distil
     if distill.target == "features":
         raise RuntimeError("feature distillation compares captured outputs: the strategy's loss() must do it")
     t = distill.temperature
-    probs = torch.softmax(teacher_logits / t, dim=-1)
+    probs = torch.softmax(teacher_logits / t, dim=1)
     # T² keeps the gradient scale independent of the temperature (Hinton et al., 2015).
     return soft_cross_entropy(logits / t, probs) * (t * t)
 

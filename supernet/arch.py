@@ -59,7 +59,7 @@ class LayerChoice:
 
 @dataclass(frozen=True)
 class TransformerArch:
-    """A subnet of the transformer space: embedding width and active layers."""
+    """A subnet of a transformer space (``space``: "vit" image patches, "gpt" text): embedding width and layers."""
 
     embed_dim: int
     layers: tuple[LayerChoice, ...]
@@ -79,6 +79,8 @@ Arch = Union[ConvArch, TransformerArch]
 
 CONV_ARCH_SPACES = ("mbconv", "conv1d")
 """Spaces whose subnets are :class:`ConvArch` stages of inverted-residual blocks (images, sequences)."""
+TRANSFORMER_ARCH_SPACES = ("vit", "gpt")
+"""Spaces whose subnets are :class:`TransformerArch` layer stacks (image patches, text tokens)."""
 
 
 def arch_to_dict(arch: Arch) -> dict[str, Any]:
@@ -111,17 +113,18 @@ def arch_from_dict(data: dict[str, Any]) -> Arch:
                 ),
                 space=space,
             )
-        if space == "vit":
+        if space in TRANSFORMER_ARCH_SPACES:
             return TransformerArch(
                 embed_dim=_as_int(data["embed_dim"]),
                 layers=tuple(
                     LayerChoice(heads=_as_int(lay["heads"]), mlp_ratio=float(lay["mlp_ratio"]))
                     for lay in data["layers"]
                 ),
+                space=space,
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise NasfleetError(f"malformed architecture {data!r}: {exc!r}") from None
-    raise NasfleetError(f"unknown architecture space {space!r} (expected one of {', '.join((*CONV_ARCH_SPACES, 'vit'))})")
+    raise NasfleetError(f"unknown architecture space {space!r} (expected one of {', '.join((*CONV_ARCH_SPACES, *TRANSFORMER_ARCH_SPACES))})")
 
 
 def arch_from_json(text: str) -> Arch:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from nasfleet.errors import NasfleetError
 from nasfleet.registry import Registry
 from nasfleet.supernet.conv1d import Conv1DSpace, Conv1DSpaceConfig
+from nasfleet.supernet.gpt import GPTSpace, GPTSpaceConfig
 from nasfleet.supernet.mbconv import MBConvSpace, MBConvSpaceConfig
 from nasfleet.supernet.space import SearchSpace
 from nasfleet.supernet.vit import ViTSpace, ViTSpaceConfig
@@ -35,6 +36,7 @@ SPACES: Registry[SpaceEntry] = Registry("search space", "nasfleet.spaces")
 SPACES.add("mbconv", SpaceEntry(MBConvSpaceConfig, MBConvSpace))
 SPACES.add("vit", SpaceEntry(ViTSpaceConfig, ViTSpace))
 SPACES.add("conv1d", SpaceEntry(Conv1DSpaceConfig, Conv1DSpace))
+SPACES.add("gpt", SpaceEntry(GPTSpaceConfig, GPTSpace))
 
 SpaceConfig = BaseModel
 """The type of a validated ``space:`` section: the registered config model its name selects."""

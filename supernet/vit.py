@@ -57,11 +57,15 @@ def mlp_hidden(embed_dim: int, mlp_ratio: float) -> int:
     return max(1, int(round(embed_dim * mlp_ratio)))
 
 
-class ViTSpace(SearchSpace):
-    name = "vit"
+class TransformerSpace(SearchSpace):
+    """Embedding width (all layers), depth, and per layer heads and MLP ratio: the set operations
+    shared by the transformer spaces (image patches, text tokens); subclasses count and build."""
 
-    def __init__(self, config: ViTSpaceConfig | None = None) -> None:
-        self.config = config or ViTSpaceConfig()
+    config: Any
+    """A config with ``embed_dims``, ``depths``, ``heads``, ``mlp_ratios`` and ``head_dim``."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
         c = self.config
         self._layers = ChoiceSequence(c.depths, [LayerChoice(h, r) for h in c.heads for r in c.mlp_ratios])
 
@@ -70,30 +74,32 @@ class ViTSpace(SearchSpace):
 
     def sample(self, rng: np.random.Generator) -> TransformerArch:
         embed = self.config.embed_dims[rng.integers(len(self.config.embed_dims))]
-        return TransformerArch(embed, self._layers.sample_uniform(rng))
+        return TransformerArch(embed, self._layers.sample_uniform(rng), space=self.name)
 
     def sample_choices(self, rng: np.random.Generator) -> TransformerArch:
         embed = self.config.embed_dims[rng.integers(len(self.config.embed_dims))]
-        return TransformerArch(embed, self._layers.sample_per_choice(rng))
+        return TransformerArch(embed, self._layers.sample_per_choice(rng), space=self.name)
 
     def smallest(self) -> TransformerArch:
         c = self.config
-        return TransformerArch(c.embed_dims[0], (LayerChoice(c.heads[0], c.mlp_ratios[0]),) * c.depths[0])
+        return TransformerArch(c.embed_dims[0], (LayerChoice(c.heads[0], c.mlp_ratios[0]),) * c.depths[0], space=self.name)
 
     def largest(self) -> TransformerArch:
         c = self.config
-        return TransformerArch(c.embed_dims[-1], (LayerChoice(c.heads[-1], c.mlp_ratios[-1]),) * c.depths[-1])
+        return TransformerArch(
+            c.embed_dims[-1], (LayerChoice(c.heads[-1], c.mlp_ratios[-1]),) * c.depths[-1], space=self.name
+        )
 
     def size(self) -> int:
         return len(self.config.embed_dims) * self._layers.count()
 
     def enumerate(self) -> Iterator[TransformerArch]:
         for embed, layers in itertools.product(self.config.embed_dims, self._layers.enumerate()):
-            yield TransformerArch(embed, layers)
+            yield TransformerArch(embed, layers, space=self.name)
 
     def check(self, arch: Arch) -> list[str]:
-        if not isinstance(arch, TransformerArch):
-            return [f"expected a vit architecture, got space {getattr(arch, 'space', type(arch).__name__)!r}"]
+        if not isinstance(arch, TransformerArch) or arch.space != self.name:
+            return [f"expected a {self.name} architecture, got space {getattr(arch, 'space', type(arch).__name__)!r}"]
         c = self.config
         problems: list[str] = []
         check_member(problems, "embed_dim", arch.embed_dim, c.embed_dims)
@@ -112,30 +118,46 @@ class ViTSpace(SearchSpace):
 
     def _join(self, parts: list[tuple[Any, tuple[Any, ...]]]) -> TransformerArch:
         (embed_dim, layers), = parts
-        return TransformerArch(embed_dim, layers)
+        return TransformerArch(embed_dim, layers, space=self.name)
+
+    def layer_flops(self, arch: TransformerArch, tokens: int) -> int:
+        """Multiply-adds of the transformer layers over ``tokens`` tokens."""
+        total = 0
+        for layer in arch.layers:
+            width = layer.heads * self.config.head_dim
+            total += 3 * tokens * arch.embed_dim * width  # q, k, v projections
+            total += 2 * tokens * tokens * width  # scores q·kᵀ and the weighted sum of values
+            total += tokens * width * arch.embed_dim  # output projection
+            total += 2 * tokens * arch.embed_dim * mlp_hidden(arch.embed_dim, layer.mlp_ratio)
+        return total
+
+    def layer_params(self, arch: TransformerArch) -> int:
+        """Parameters of the transformer layers."""
+        e, total = arch.embed_dim, 0
+        for layer in arch.layers:
+            width, hidden = layer.heads * self.config.head_dim, mlp_hidden(e, layer.mlp_ratio)
+            total += 2 * e + 3 * (e * width + width) + (width * e + e)  # norm, q/k/v, projection
+            total += 2 * e + (e * hidden + hidden) + (hidden * e + e)  # norm, MLP
+        return total
+
+
+class ViTSpace(TransformerSpace):
+    name = "vit"
+
+    def __init__(self, config: ViTSpaceConfig | None = None) -> None:
+        super().__init__(config or ViTSpaceConfig())
 
     def flops(self, arch: Arch) -> int:
         self.validate(arch)
         assert isinstance(arch, TransformerArch)
         c, e, t = self.config, arch.embed_dim, self.config.tokens
-        total = t * c.patch_dim * e
-        for layer in arch.layers:
-            width = layer.heads * c.head_dim
-            total += 3 * t * e * width  # q, k, v projections
-            total += 2 * t * t * width  # scores q·kᵀ and the weighted sum of values
-            total += t * width * e  # output projection
-            total += 2 * t * e * mlp_hidden(e, layer.mlp_ratio)
-        return total + e * c.num_classes
+        return t * c.patch_dim * e + self.layer_flops(arch, t) + e * c.num_classes
 
     def params(self, arch: Arch) -> int:
         self.validate(arch)
         assert isinstance(arch, TransformerArch)
         c, e = self.config, arch.embed_dim
-        total = c.patch_dim * e + e + c.tokens * e  # patch embedding and positions
-        for layer in arch.layers:
-            width, hidden = layer.heads * c.head_dim, mlp_hidden(e, layer.mlp_ratio)
-            total += 2 * e + 3 * (e * width + width) + (width * e + e)  # norm, q/k/v, projection
-            total += 2 * e + (e * hidden + hidden) + (hidden * e + e)  # norm, MLP
+        total = c.patch_dim * e + e + c.tokens * e + self.layer_params(arch)  # patch embedding, positions, layers
         return total + 2 * e + e * c.num_classes + c.num_classes  # final norm and head
 
     def build_supernet(self) -> ViTSupernet:
@@ -153,8 +175,9 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     return patches.transpose(1, 2)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head scaled dot-product attention on ``[B, T, heads·d]`` tensors.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False) -> torch.Tensor:
+    """Multi-head scaled dot-product attention on ``[B, T, heads·d]`` tensors (``causal``: token t
+    attends to tokens ≤ t, as a decoder does).
 
     Written with explicit matmuls (not the fused kernel) so that its cost is the
     counted one and the elastic and plain networks run identical arithmetic.
@@ -166,14 +189,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> tor
         return x.reshape(batch, tokens, heads, head_dim).transpose(1, 2)
 
     q, k, v = split(q), split(k), split(v)
-    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(head_dim), dim=-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim)
+    if causal:
+        future = torch.ones(tokens, tokens, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
     return (weights @ v).transpose(1, 2).reshape(batch, tokens, width)
 
 
 class ElasticAttention(nn.Module):
-    def __init__(self, embed_max: int, width_max: int, head_dim: int) -> None:
+    def __init__(self, embed_max: int, width_max: int, head_dim: int, causal: bool = False) -> None:
         super().__init__()
         self.head_dim = head_dim
+        self.causal = causal
         self.q = ElasticLinear(embed_max, width_max)
         self.k = ElasticLinear(embed_max, width_max)
         self.v = ElasticLinear(embed_max, width_max)
@@ -181,7 +209,7 @@ class ElasticAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         width = heads * self.head_dim
-        out = attend(self.q(x, width), self.k(x, width), self.v(x, width), heads)
+        out = attend(self.q(x, width), self.k(x, width), self.v(x, width), heads, self.causal)
         return self.proj(out, x.shape[-1])
 
 
@@ -196,10 +224,10 @@ class ElasticMLP(nn.Module):
 
 
 class ElasticTransformerLayer(nn.Module):
-    def __init__(self, embed_max: int, width_max: int, hidden_max: int, head_dim: int) -> None:
+    def __init__(self, embed_max: int, width_max: int, hidden_max: int, head_dim: int, causal: bool = False) -> None:
         super().__init__()
         self.norm1 = ElasticLayerNorm(embed_max)
-        self.attn = ElasticAttention(embed_max, width_max, head_dim)
+        self.attn = ElasticAttention(embed_max, width_max, head_dim, causal)
         self.norm2 = ElasticLayerNorm(embed_max)
         self.mlp = ElasticMLP(embed_max, hidden_max)
 
@@ -213,7 +241,7 @@ class ViTSupernet(nn.Module):
 
     def __init__(self, config: ViTSpaceConfig) -> None:
         super().__init__()
-        self.space = ViTSpace(config)
+        self.config = config
         c = config
         embed_max = max(c.embed_dims)
         self.patch_embed = ElasticLinear(c.patch_dim, embed_max)
@@ -229,23 +257,24 @@ class ViTSupernet(nn.Module):
 
     def forward(self, x: torch.Tensor, arch: TransformerArch) -> torch.Tensor:
         e = arch.embed_dim
-        x = self.patch_embed(patchify(x, self.space.config.patch_size), e) + self.pos_embed[:, :e]
+        x = self.patch_embed(patchify(x, self.config.patch_size), e) + self.pos_embed[:, :e]
         for module, layer in zip(self.layers, arch.layers):
             x = module(x, layer)
         return self.head(self.norm(x).mean(dim=1))
 
 
 class Attention(nn.Module):
-    def __init__(self, embed_dim: int, width: int, heads: int) -> None:
+    def __init__(self, embed_dim: int, width: int, heads: int, causal: bool = False) -> None:
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.q = nn.Linear(embed_dim, width)
         self.k = nn.Linear(embed_dim, width)
         self.v = nn.Linear(embed_dim, width)
         self.proj = nn.Linear(width, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(attend(self.q(x), self.k(x), self.v(x), self.heads))
+        return self.proj(attend(self.q(x), self.k(x), self.v(x), self.heads, self.causal))
 
 
 class MLP(nn.Module):
@@ -259,10 +288,10 @@ class MLP(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, embed_dim: int, layer: LayerChoice, head_dim: int) -> None:
+    def __init__(self, embed_dim: int, layer: LayerChoice, head_dim: int, causal: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dim)
-        self.attn = Attention(embed_dim, layer.heads * head_dim, layer.heads)
+        self.attn = Attention(embed_dim, layer.heads * head_dim, layer.heads, causal)
         self.norm2 = nn.LayerNorm(embed_dim)
         self.mlp = MLP(embed_dim, mlp_hidden(embed_dim, layer.mlp_ratio))
 

@@ -107,6 +107,8 @@ def certify(
     if eps < 0:
         raise NasfleetError(f"--eps must be 0 or more (pixel units), got {eps}")
     trained = load_trained(run)
+    if trained.space.name != "mbconv":  # interval rules exist for its layers; attention and sequences have none
+        raise NasfleetError(f"certify supports runs of the mbconv space, not {trained.space.name!r}")
     archs = [pick_subnet(text, trained.space) for text in subnets]
     roles = [text if text in ("smallest", "median", "largest") else f"subnet-{i}" for i, text in enumerate(subnets)]
     results = certify_subnets(trained, archs, roles, eps, images or None, split)

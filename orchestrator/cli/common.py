@@ -52,13 +52,16 @@ def demo_config(dataset: str = "digits") -> JobConfig:
     return config_from_dict(yaml.safe_load(text), f"built-in demo config ({dataset})")
 
 
-def print_results(results: list[SubnetResult], title: str) -> None:
+def print_results(results: list[SubnetResult], title: str, perplexity: bool = False) -> None:
+    """The subnets' costs and accuracy per split; ``perplexity`` adds it per split (a language model)."""
     table = Table(title=title)
     splits = list(results[0].accuracy) if results else []
-    for column in ("subnet", "arch", "MFLOPs", "params", *(f"{s} acc" for s in splits)):
+    perplexities = [f"{s} ppl" for s in splits] if perplexity else []
+    for column in ("subnet", "arch", "MFLOPs", "params", *(f"{s} acc" for s in splits), *perplexities):
         table.add_column(column, justify="left" if column in ("subnet", "arch") else "right")
     for r in results:
-        accuracies = (f"{100 * r.accuracy[s]:.2f}%" for s in splits)
+        accuracies = [f"{100 * r.accuracy[s]:.2f}%" for s in splits]
+        accuracies += [f"{r.perplexity(s):.2f}" for s in splits] if perplexity else []
         table.add_row(r.role, escape(r.arch.describe()), f"{r.mflops:.3f}", f"{r.params:,}", *accuracies)
     console.print(table)
 
@@ -68,7 +71,8 @@ def results_json(results: list[SubnetResult]) -> str:
 
     return json.dumps(
         [
-            {"role": r.role, "arch": arch_to_dict(r.arch), "mflops": r.mflops, "params": r.params, "accuracy": r.accuracy}
+            {"role": r.role, "arch": arch_to_dict(r.arch), "mflops": r.mflops, "params": r.params, "accuracy": r.accuracy,
+             "loss_nats": r.loss_nats}
             for r in results
         ],
         indent=2,

@@ -12,7 +12,7 @@ data_app = typer.Typer(help="Data sets: fetch one into the local cache.", no_arg
 
 @data_app.command()
 def fetch(
-    name: str = typer.Argument(..., help="The data set: fashion-mnist."),
+    name: str = typer.Argument(..., help="The data set: fashion-mnist or fortunes (text)."),
     force: bool = typer.Option(False, help="Fetch again even if the cache holds a verified copy."),
 ) -> None:
     """Fetch NAME's Debian package (no root needed), check every file's SHA-256, and cache it."""

@@ -27,6 +27,7 @@ def evaluate(
     ray_address: Optional[str] = typer.Option(None, help="With --actors: the Ray cluster to join (default: a local one)."),
 ) -> None:
     """Accuracy, MFLOPs and params of the smallest, largest and a few random subnets."""
+    from nasfleet.orchestrator.cli.train import is_text
     from nasfleet.orchestrator.evaluate.evaluator import standard_subnets, subnet_evaluator
     from nasfleet.orchestrator.evaluate.trained import load_trained
 
@@ -39,7 +40,7 @@ def evaluate(
     if as_json:
         typer.echo(results_json(results))
     else:
-        print_results(results, f"{run} — step {trained.step}")
+        print_results(results, f"{run} — step {trained.step}", perplexity=is_text(trained.config))
 
 
 def status(

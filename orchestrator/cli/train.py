@@ -104,8 +104,15 @@ def job_from_command_line(
     return config_from_dict({**data, **update}, "config with command-line overrides")
 
 
-def report_job(outcome: JobOutcome, title: str) -> None:
-    print_results(outcome.results, title)
+def is_text(job: JobConfig) -> bool:
+    """Whether the job's examples are token sequences (a language model: perplexity is reported)."""
+    from nasfleet.orchestrator.data import DATASETS
+
+    return DATASETS.get(job.data.dataset).tokens
+
+
+def report_job(outcome: JobOutcome, title: str, per_token: bool = False) -> None:
+    print_results(outcome.results, title, perplexity=per_token)
     console.print(f"run folder: {outcome.run_folder}   results (Parquet): {outcome.results_folder}")
 
 
@@ -163,7 +170,7 @@ def train(
         console.print(f"metrics: {endpoint.url}")
     outcome = run_job(job, resume=resume, show_progress=progress, metrics=endpoint.metrics if endpoint else None)
     if outcome is not None:
-        report_job(outcome, f"{job.run_name} on {job.data.dataset} after {outcome.step} steps")
+        report_job(outcome, f"{job.run_name} on {job.data.dataset} after {outcome.step} steps", is_text(job))
 
 
 def _train_tuned(job: JobConfig) -> None:

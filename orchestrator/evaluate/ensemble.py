@@ -45,7 +45,7 @@ def candidate(trained: TrainedSupernet, role: str, arch: Arch) -> Candidate:
         for split in SPLITS:
             batches = iterate_batches(trained.data.split(split), EVAL_BATCH_SIZE)
             probabilities[split] = np.concatenate(
-                [torch.softmax(trained.model(images, arch), dim=-1).numpy() for images, _ in batches]
+                [torch.softmax(trained.model(images, arch), dim=1).numpy() for images, _ in batches]
             )
     return Candidate(role, arch, trained.space.flops(arch) / 1e6, trained.space.params(arch), probabilities)
 
@@ -114,6 +114,9 @@ def build_ensemble(
     trained: TrainedSupernet, archs: Sequence[Arch], roles: Sequence[str], k: int, measure_latency: bool = True,
 ) -> EnsembleReport:
     """Score every candidate, choose ``k`` members on validation, and report them beside the best single subnet."""
+    if trained.data.train.labels.dim() > 1:
+        # Each candidate would hold examples × vocabulary × tokens probabilities per split (gigabytes).
+        raise NasfleetError("ensembles are built for classifiers; this run's data set is token sequences")
     candidates = [candidate(trained, role, arch) for role, arch in zip(roles, archs)]
     return report_ensemble(trained, candidates, k, measure_latency)
 

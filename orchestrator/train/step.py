@@ -89,7 +89,7 @@ def run_step(
         earlier[task.role] = detached
         with torch.no_grad():
             cross_entropy = F.cross_entropy(detached.logits, batch.labels).item()
-            accuracy = (detached.logits.argmax(dim=-1) == batch.labels).float().mean().item()
+            accuracy = (detached.logits.argmax(dim=1) == batch.labels).float().mean().item()  # class dim 1: per token for text
         results.append(TaskResult(task.role, space.flops(task.arch) / 1e6, loss.item(), cross_entropy, accuracy))
     strategy.after_step(step, [r.loss for r in results])
     return results

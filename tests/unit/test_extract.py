@@ -11,9 +11,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nasfleet.errors import NasfleetError
-from nasfleet.supernet import Conv1DSpace, MBConvSpace, ViTSpace, extract, load_subnet, recalibrate_batchnorm, save_subnet
+from nasfleet.supernet import ConvArch
+from nasfleet.supernet import Conv1DSpace, GPTSpace, GPTSpaceConfig, MBConvSpace, ViTSpace, extract, load_subnet, recalibrate_batchnorm, save_subnet
 
-SPACES = {"mbconv": MBConvSpace(), "vit": ViTSpace(), "conv1d": Conv1DSpace()}
+SPACES = {
+    "mbconv": MBConvSpace(),
+    "vit": ViTSpace(),
+    "conv1d": Conv1DSpace(),
+    "gpt": GPTSpace(GPTSpaceConfig(image_size=8, head_dim=8, embed_dims=[16, 24, 32], depths=[1, 2], heads=[1, 2])),
+}
+
+
+def inputs(name: str, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A batch the space reads: 8×8 images, or 8 byte tokens for the language model."""
+    if name == "gpt":
+        return torch.randint(0, 256, (count, 1, 8), generator=generator)
+    return torch.randn(count, 1, 8, 8, generator=generator)
 SUPERNETS = {}
 
 
@@ -33,8 +46,8 @@ def test_extracted_subnet_equals_supernet(name: str, seed: int) -> None:
     arch = space.sample(rng)
     gen = torch.Generator().manual_seed(seed)
     # Subnet-specific BN statistics, so that eval mode is not trivially the identity.
-    recalibrate_batchnorm(supernet, arch, [torch.randn(16, 1, 8, 8, generator=gen) * 2 + 1 for _ in range(2)])
-    x = torch.randn(7, 1, 8, 8, generator=gen)
+    recalibrate_batchnorm(supernet, arch, [inputs(name, 16, gen) * 2 + 1 for _ in range(2)])
+    x = inputs(name, 7, gen)
     supernet.eval()
     subnet = extract(supernet, space, arch).eval()
     with torch.no_grad():
@@ -48,9 +61,9 @@ def test_extracted_subnet_equals_supernet(name: str, seed: int) -> None:
 def test_gradients_reach_only_the_shared_slice(name: str) -> None:
     space, supernet = SPACES[name], SPACES[name].build_supernet()
     arch = space.smallest()
-    supernet(torch.randn(4, 1, 8, 8), arch).sum().backward()
-    head = supernet.head.weight.grad
-    width = arch.embed_dim if name == "vit" else arch.stages[-1].width
+    supernet(inputs(name, 4), arch).sum().backward()
+    head = supernet.tok_embed.grad if name == "gpt" else supernet.head.weight.grad  # gpt: the tied output layer
+    width = arch.stages[-1].width if isinstance(arch, ConvArch) else arch.embed_dim
     assert head[:, width:].abs().sum() == 0 and head[:, :width].abs().sum() > 0
     last_layers = [p for n, p in supernet.named_parameters() if p.grad is None]
     assert last_layers, "the smallest subnet drops blocks, which must receive no gradient"
@@ -66,7 +79,7 @@ def test_export_round_trip_with_plain_torch_files(name: str, tmp_path: Path) -> 
     state = torch.load(tmp_path / "export" / "model.pt", weights_only=True)
     assert set(state) == set(subnet.state_dict())
     loaded, loaded_arch = load_subnet(tmp_path / "export")
-    x = torch.randn(3, 1, 8, 8)
+    x = inputs(name, 3)
     assert loaded_arch == arch
     with torch.no_grad():
         assert torch.equal(loaded(x), subnet(x))
