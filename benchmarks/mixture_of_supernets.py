@@ -17,7 +17,7 @@ Training-time overhead is measured side by side in one process: the forward and 
 same sandwich step (same subnets, same batch) on the plain supernet and on the mixture, alternated
 ``--timing-pairs`` times; also the wall time of each whole training.
 
-    OMP_NUM_THREADS=1 python benchmarks/mixture_of_supernets.py [--steps 400] [--seeds 0,1] \\
+    OMP_NUM_THREADS=1 python benchmarks/mixture_of_supernets.py [--steps lm=1200,digits=600] [--seeds 0,1] \\
         [--tasks lm,digits] [--workdir runs/mos-bench] [--timing-pairs 30]
 
 Finished runs in ``--workdir`` are reused (resume is exact), so a rerun only re-scores.
@@ -206,7 +206,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", default="lm=1200,digits=600", help="TASK=STEPS,... or one number for all")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--tasks", default="lm,digits")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs/mos-bench")
@@ -214,7 +214,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = [run_task(t, args.steps, seeds, args.workdir, args.timing_pairs) for t in args.tasks.split(",")]
+    tasks = args.tasks.split(",")
+    if "=" in args.steps:
+        steps = {k: int(v) for k, v in (item.split("=") for item in args.steps.split(","))}
+    else:
+        steps = dict.fromkeys(tasks, int(args.steps))
+    results = [run_task(t, steps[t], seeds, args.workdir, args.timing_pairs) for t in tasks]
     write_results("mixture_of_supernets", {"results": results}, markdown(results))
 
 
