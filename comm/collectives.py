@@ -102,9 +102,13 @@ class LazyPatterns(Sequence[Step]):
     ``len()`` is known without building.
     """
 
-    def __init__(self, count: int, build: Callable[[], list[Step]], guard: Callable[[], None]) -> None:
+    def __init__(
+        self, count: int, build: Callable[[], list[Step]], guard: Callable[[], None], flows_per_step: int
+    ) -> None:
         self._count, self._build, self._guard = count, build, guard
         self._steps: tuple[Step, ...] | None = None
+        self.flows_per_step = flows_per_step
+        """Flows in each step, known without building (a simulator can refuse a step before building it)."""
 
     def _all(self) -> tuple[Step, ...]:
         if self._steps is None:
@@ -115,6 +119,10 @@ class LazyPatterns(Sequence[Step]):
     @property
     def built(self) -> bool:
         return self._steps is not None
+
+    def check(self) -> None:
+        """Refuse, as building would, steps that do not fit in memory; builds nothing."""
+        self._guard()
 
     def __len__(self) -> int:
         return self._count
@@ -432,7 +440,7 @@ def build_collective(
         # p − 1 distinct shifts (pairwise) or one all-pairs step (direct), built when first read
         count = ranks - 1 if algorithm == "pairwise" else 1
         build = lambda: [step for step, _ in _ALGORITHMS[kind][algorithm](ranks, float(size_bytes), 1)]
-        patterns = LazyPatterns(count, build, guard)
+        patterns = LazyPatterns(count, build, guard, ranks if algorithm == "pairwise" else ranks * (ranks - 1))
         return Collective(kind, algorithm, ranks, float(size_bytes), patterns, tuple((i, 1) for i in range(count)))
     guard()
     if ranks <= 1:

@@ -16,9 +16,9 @@ import numpy as np
 
 from nasfleet.errors import NasfleetError
 from nasfleet.comm.analytical import step_load
-from nasfleet.comm.collectives import Collective, Step, place_ranks
+from nasfleet.comm.collectives import Collective, LazyPatterns, Step, place_ranks
 from nasfleet.comm.flowsim import simulate_step
-from nasfleet.comm.limits import check_memory
+from nasfleet.comm.limits import BYTES_PER_ENTRY, BYTES_PER_TRANSFER, check_memory
 from nasfleet.comm.routing import RoutingContext, get_routing, is_hashed, per_tor_min_subflows
 from nasfleet.comm.topology import Topology
 from nasfleet.comm.units import bytes_per_s_to_gbps
@@ -251,6 +251,15 @@ def simulate(
             if get_routing(routing).name == "ecmp":
                 return symmetric.simulate_pairwise_ecmp(topology, collective, fidelity, seed, alpha_s)
             return symmetric.simulate_alltoall(topology, collective, routing, fidelity, seed, alpha_s)
+    if isinstance(collective.patterns, LazyPatterns) and not collective.patterns.built:
+        # Refuse before building p(p − 1) flows: routing one step needs at least one transfer and its
+        # two host links per flow, whatever the routing (the routing's own guard counts exactly).
+        collective.patterns.check()
+        flows = collective.patterns.flows_per_step
+        check_memory(
+            f"routing one step of {flows:,} flows (at least one transfer and two links each)",
+            flows * (BYTES_PER_TRANSFER + 2 * BYTES_PER_ENTRY),
+        )
     rank_host = place_ranks(collective.ranks, topology.num_hosts, gpus_per_host, placement, seed)
     coll = collective if dedup else collective.expanded()
     # every distinct pattern keeps its link loads and its flows' finish times

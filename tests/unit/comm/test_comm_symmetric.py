@@ -84,3 +84,12 @@ def test_pairwise_all_to_all_at_32768_hosts_runs_on_the_fast_path():
     p, n, b = 32768, 2**30, 400e9 / 8
     assert result.completion_time_s == pytest.approx((p - 1) / p * n / b + (p - 1) * 4 * 500e-9, rel=1e-9)
     assert len(result.patterns) < 100
+
+
+def test_a_step_too_large_to_route_is_refused_before_its_flows_are_built(monkeypatch):
+    topo = leaf_spine(leaves=32, spines=32, hosts=32, gbps=400)
+    coll = build_collective("alltoall", 1024, 2**24, "direct")  # building fits in 256 MiB, routing does not
+    monkeypatch.setenv(ENV, "256MiB")
+    with pytest.raises(NasfleetError, match=r"routing one step of 1,047,552 flows .* would need about 280MiB"):
+        simulate(topo, coll, "ecmp")
+    assert not coll.patterns.built
