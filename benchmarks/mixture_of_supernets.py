@@ -6,6 +6,8 @@ trainer, with the job's recipe at ``--steps`` optimizer steps:
 
 - ``sandwich``: the job's plain weight-shared supernet (largest, smallest, random; in-place distillation);
 - ``mixture-of-supernets``: the same sampling on routed expert mixtures (2 experts, layer-wise);
+- ``mos-rescaled``: the same with ``rescale: true`` (experts at 1/sqrt(E), mixed with gain sqrt(E)),
+  which gives evenly mixed experts the plain supernet's SGD step size (a plain mixture halves it);
 - ``stand-alone``: each of three subnets (smallest, middle, largest) trained alone, as a
   one-architecture space under the ``uniform`` strategy (one pass a step), same steps and seed.
 
@@ -48,6 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = {"lm": ROOT / "orchestrator/configs/lm.yaml", "digits": ROOT / "orchestrator/configs/demo.yaml"}
 ROLES = ("smallest", "middle", "largest")
 MOS = "mixture-of-supernets"
+RESCALED = "mos-rescaled"
+ARMS = {"sandwich": ("sandwich", {}), MOS: (MOS, {}), RESCALED: (MOS, {"rescale": True})}
+"""Label: (strategy, parameters beyond the job's sandwich ones)."""
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -145,21 +150,23 @@ def step_time_pairs(base: JobConfig, params: dict[str, Any], pairs: int) -> list
     return [(one_step(*runners[0]), one_step(*runners[1])) for _ in range(pairs)]
 
 
-def run_task(name: str, steps: int, seeds: list[int], workdir: Path, pairs: int) -> dict[str, Any]:
+def run_task(name: str, steps: int, seeds: list[int], workdir: Path, pairs: int, arms: list[str]) -> dict[str, Any]:
     base = load_config(TASKS[name])
     text = base.space.name == "gpt"
     space = job_space(base)
     archs = subnets(space)
     params = dict(base.strategy.params)
-    rows: dict[str, dict[str, list[float]]] = {k: {r: [] for r in ROLES} for k in ("sandwich", MOS, "stand-alone")}
-    walls: dict[str, list[float]] = {"sandwich": [], MOS: []}
+    rows: dict[str, dict[str, list[float]]] = {k: {r: [] for r in ROLES} for k in [*arms, "stand-alone"]}
+    walls: dict[str, list[float]] = {arm: [] for arm in arms}
     for seed in seeds:
-        for strategy in ("sandwich", MOS):
-            run, wall_s = trained_run(job(base, workdir / f"{name}-{strategy}-s{seed}", seed, steps, strategy, params))
-            walls[strategy].append(wall_s)
+        for arm in arms:
+            strategy, extra = ARMS[arm]
+            config = job(base, workdir / f"{name}-{arm}-s{seed}", seed, steps, strategy, {**params, **extra})
+            run, wall_s = trained_run(config)
+            walls[arm].append(wall_s)
             for role, arch in archs.items():
-                rows[strategy][role].append(score(run, arch, text))
-            print(f"{name} seed {seed} {strategy}: {[round(rows[strategy][r][-1], 4) for r in ROLES]} ({wall_s:.0f} s)")
+                rows[arm][role].append(score(run, arch, text))
+            print(f"{name} seed {seed} {arm}: {[round(rows[arm][r][-1], 4) for r in ROLES]} ({wall_s:.0f} s)")
         for role, arch in archs.items():
             narrow = one_arch_space(base.space.model_dump(mode="json"), arch)
             run, _ = trained_run(job(base, workdir / f"{name}-alone-{role}-s{seed}", seed, steps, "uniform", {}, narrow))
@@ -171,7 +178,7 @@ def run_task(name: str, steps: int, seeds: list[int], workdir: Path, pairs: int)
         "task": name, "metric": "test loss, nats per byte" if text else "test accuracy", "steps": steps,
         "seeds": seeds, "archs": {r: a.describe() for r, a in archs.items()},
         "mflops": {r: space.flops(a) / 1e6 for r, a in archs.items()},
-        "scores": rows, "train_wall_s": walls,
+        "arms": arms, "scores": rows, "train_wall_s": walls,
         "step_s": {"sandwich": statistics.median(p for p, _ in timing), MOS: statistics.median(m for _, m in timing)},
         "step_ratio": interval(ratios), "timing_pairs": pairs,
     }
@@ -186,20 +193,23 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines += [f"## {res['task']}: {res['metric']}, {res['steps']} steps, seeds {res['seeds']}", "",
                   "Mean ± t-based 95 % half-width over seeds (2 seeds: the half-width is 12.7 × the standard "
                   "error, wide by construction). Gap = inherited − stand-alone.", "",
-                  f"| subnet | MFLOPs | sandwich | MoS | MoS − sandwich (paired) | stand-alone | gap sandwich | gap MoS |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| subnet | MFLOPs | arm | inherited | arm − sandwich (paired by seed) | stand-alone | gap |",
+                  "|---|---|---|---|---|---|---|"]
         s = res["scores"]
+        cell = lambda v: "{:.3f} ± {:.3f}".format(*interval(list(v)))  # noqa: E731
         for role in ROLES:
-            a, b, alone = (np.array(s[k][role]) * scale for k in ("sandwich", MOS, "stand-alone"))
-            cell = lambda v: "{:.3f} ± {:.3f}".format(*interval(list(v)))  # noqa: E731
-            lines.append(f"| {role} `{res['archs'][role]}` | {res['mflops'][role]:.2f} | {cell(a)} | {cell(b)} | "
-                         f"{cell(b - a)} | {cell(alone)} | {cell(a - alone)} | {cell(b - alone)} |")
+            plain, alone = (np.array(s[k][role]) * scale for k in ("sandwich", "stand-alone"))
+            for arm in res["arms"]:
+                v = np.array(s[arm][role]) * scale
+                diff = "—" if arm == "sandwich" else cell(v - plain)
+                lines.append(f"| {role} `{res['archs'][role]}` | {res['mflops'][role]:.2f} | {arm} | {cell(v)} | "
+                             f"{diff} | {cell(alone)} | {cell(v - alone)} |")
         ratio, half = res["step_ratio"]
         walls = res["train_wall_s"]
         lines += ["", f"Values in {unit}. Step time (forward + backward of one sandwich step, same subnets and batch, "
                   f"{res['timing_pairs']} alternated pairs): sandwich {1e3 * res['step_s']['sandwich']:.1f} ms, "
                   f"MoS {1e3 * res['step_s'][MOS]:.1f} ms, ratio {ratio:.3f} ± {half:.3f}. Whole trainings: "
-                  f"sandwich {np.mean(walls['sandwich']):.0f} s, MoS {np.mean(walls[MOS]):.0f} s (mean over seeds, "
+                  + ", ".join(f"{arm} {np.mean(w):.0f} s" for arm, w in walls.items()) + " (mean over seeds, "
                   "run one after the other on a shared machine).", ""]
     return "\n".join(lines) + "\n"
 
@@ -211,6 +221,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="lm,digits")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs/mos-bench")
     parser.add_argument("--timing-pairs", type=int, default=30)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"of {', '.join(ARMS)}; sandwich is always run")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -219,7 +230,8 @@ def main() -> None:
         steps = {k: int(v) for k, v in (item.split("=") for item in args.steps.split(","))}
     else:
         steps = dict.fromkeys(tasks, int(args.steps))
-    results = [run_task(t, steps[t], seeds, args.workdir, args.timing_pairs) for t in tasks]
+    arms = ["sandwich", *(a for a in args.arms.split(",") if a != "sandwich")]
+    results = [run_task(t, steps[t], seeds, args.workdir, args.timing_pairs, arms) for t in tasks]
     write_results("mixture_of_supernets", {"results": results}, markdown(results))
 
 

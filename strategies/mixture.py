@@ -72,6 +72,7 @@ class MixtureOfSupernets(nn.Module):
         mixing: Literal["layer", "neuron"],
         route_arch: bool = True,
         seed: int = 0,
+        rescale: bool = False,
     ) -> None:
         super().__init__()
         self.base = supernet
@@ -81,6 +82,13 @@ class MixtureOfSupernets(nn.Module):
         self.route_arch = route_arch
         self.names = mixed_parameter_names(supernet)
         shapes = [supernet.get_parameter(n).shape for n in self.names]
+        # A mixed weight moves by lr * sum(a_e^2) * grad per SGD step (each expert gets a_e * grad):
+        # half the plain supernet's step for two evenly mixed experts. Storing the experts at
+        # 1/sqrt(E) and mixing with gain sqrt(E) gives evenly mixed experts the plain step size.
+        self.gain = float(num_experts) ** 0.5 if rescale else 1.0
+        with torch.no_grad():
+            for n in self.names:
+                supernet.get_parameter(n).div_(self.gain)
         self.experts = nn.ParameterList(
             nn.Parameter(supernet.get_parameter(n).detach().clone().unsqueeze(0).repeat(num_experts - 1, *[1] * len(s)))
             for n, s in zip(self.names, shapes)
@@ -122,7 +130,7 @@ class MixtureOfSupernets(nn.Module):
         for name, extra, coef in zip(self.names, self.experts, self.coefficients(arch)):
             stacked = torch.cat([self.base.get_parameter(name).unsqueeze(0), extra])  # [E, *shape]
             view = coef.T.reshape(self.num_experts, coef.shape[0], *[1] * (stacked.dim() - 2))
-            mixed[name] = (view * stacked).sum(dim=0)
+            mixed[name] = self.gain * (view * stacked).sum(dim=0)
         return mixed
 
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
@@ -147,6 +155,9 @@ class MixtureParams(SandwichParams):
     """False: the router reads a constant, so all architectures share one mixture (ablation)."""
     router_seed: int = 0
     """Seeds the router's initial weights (its own generator: identical on every rank)."""
+    rescale: bool = False
+    """Keep the mixed weights' SGD step size that of the plain supernet when the experts are evenly
+    mixed (experts stored at 1/sqrt(E), mixed with gain sqrt(E)); False is the paper's plain mixture."""
 
 
 @STRATEGIES.register()
@@ -162,7 +173,9 @@ class MixtureOfSupernetsStrategy(SandwichStrategy):
 
     def wrap_model(self, supernet: nn.Module) -> nn.Module:
         p = self.params
-        return MixtureOfSupernets(supernet, self.space, p.num_experts, p.router_hidden, p.mixing, p.route_arch, p.router_seed)
+        return MixtureOfSupernets(
+            supernet, self.space, p.num_experts, p.router_hidden, p.mixing, p.route_arch, p.router_seed, p.rescale
+        )
 
 
 def routing_spread(model: MixtureOfSupernets, archs: list[Arch]) -> float:

@@ -41,14 +41,15 @@ def archs(space: object) -> list:
 def perturbed_mixture(space_name: str, mixing: str) -> MixtureOfSupernets:
     """A mixture whose experts differ (as after training), in eval mode."""
     torch.manual_seed(0)
-    model = build_strategy(NAME, {"mixing": mixing}, SPACES[space_name]).build_model()
+    params = {"rescale": True} if mixing == "rescaled" else {"mixing": mixing}
+    model = build_strategy(NAME, params, SPACES[space_name]).build_model()
     with torch.no_grad():
         for extra in model.experts:
             extra.add_(0.05 * torch.randn_like(extra))
     return model.eval()
 
 
-@pytest.mark.parametrize("mixing", ["layer", "neuron"])
+@pytest.mark.parametrize("mixing", ["layer", "neuron", "rescaled"])
 @pytest.mark.parametrize("space_name", SPACES)
 def test_extracted_subnet_computes_the_mixture_at_its_arch(space_name: str, mixing: str, tmp_path: Path) -> None:
     model, space = perturbed_mixture(space_name, mixing), SPACES[space_name]
@@ -62,12 +63,13 @@ def test_extracted_subnet_computes_the_mixture_at_its_arch(space_name: str, mixi
             torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_before_training_every_arch_computes_the_plain_supernet() -> None:
+@pytest.mark.parametrize("rescale", [False, True])
+def test_before_training_every_arch_computes_the_plain_supernet(rescale: bool) -> None:
     space = SPACES["mbconv"]
     torch.manual_seed(0)
     plain = space.build_supernet().eval()
     torch.manual_seed(0)
-    model = build_strategy(NAME, {}, space).build_model().eval()
+    model = build_strategy(NAME, {"rescale": rescale}, space).build_model().eval()
     x = inputs("mbconv", 4)
     for arch in archs(space):
         with torch.no_grad():
