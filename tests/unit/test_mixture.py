@@ -139,3 +139,30 @@ def test_only_mbconv_like_weights_are_mixed() -> None:
     assert model.names and all(n.endswith(".weight") and model.base.get_parameter(n).dim() >= 2 for n in model.names)
     gpt = build_strategy(NAME, {}, SPACES["gpt"]).build_model()
     assert "tok_embed" not in gpt.names  # embedding tables stay shared
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_rescaled_mixture_takes_the_plain_supernets_step_when_evenly_mixed(rescale: bool) -> None:
+    """One SGD step with the router's output zeroed (even mixing): the rescaled mixture's weights move as the
+    plain supernet's do; the plain mixture's move by half (sum of a_e^2 = 1/2 for two experts)."""
+    space, arch = SPACES["mbconv"], SPACES["mbconv"].largest()
+    torch.manual_seed(0)
+    plain = space.build_supernet()
+    torch.manual_seed(0)
+    model = build_strategy(NAME, {"rescale": rescale}, space).build_model()
+    with torch.no_grad():
+        model.router[2].weight.zero_()
+        model.router[2].bias.zero_()
+    x, labels = inputs("mbconv", 8), torch.arange(8) % 10
+    before = {n: t.detach().clone() for n, t in model.mixed_tensors(arch).items()}
+    for net, params in ((plain, list(plain.parameters())), (model, list(model.parameters()))):
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x, arch), labels), params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.sub_(0.1 * g)
+    after = model.mixed_tensors(arch)
+    name = "stages.0.0.expand.conv.weight"
+    plain_move = plain.get_parameter(name).detach() - before[name]
+    mixture_move = after[name].detach() - before[name]
+    torch.testing.assert_close(mixture_move, plain_move * (1.0 if rescale else 0.5), rtol=1e-4, atol=1e-7)
