@@ -1,20 +1,21 @@
 """Hypernetwork with and without MIP: steps to a target training loss, over seeds and learning rates.
 
 The digits demo's space (orchestrator/configs/demo.yaml) trained with the ``hypernetwork``
-strategy (one uniform random subnet a step; the last four weight tensors generated), at
+strategy (one uniform random subnet a step; the last ``--last-weights`` weight tensors generated), at
 ``--steps`` (warm-up, then cosine decay to 0, SGD with momentum 0.9, as the demo), for each
 learning rate, each seed and ``mip`` on/off. The training loss is the mean cross-entropy of
 each ``--log-every``-step window (each step a different random subnet); a run's score is the
 first step whose window mean is at or below ``--target``. A run that never gets there is
 counted at ``--steps`` (censored) and said so. Intervals: mean ± t(0.975, n−1)·s/√n over seeds.
 
-    OMP_NUM_THREADS=1 python benchmarks/hypernetwork.py [--steps 400] [--seeds 3] [--lrs 0.03 0.1 0.3]
-        [--target 0.5]
+    OMP_NUM_THREADS=1 python benchmarks/hypernetwork.py [--steps 300] [--seeds 4] [--lrs 0.03 0.1 0.3]
+        [--target 0.3] [--last-weights 4] [--name hypernetwork]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 import time
@@ -32,12 +33,14 @@ from nasfleet.orchestrator.train.metrics_log import read_records
 DEMO = Path(__file__).resolve().parent.parent / "orchestrator" / "configs" / "demo.yaml"
 
 
-def train_curve(steps: int, lr: float, seed: int, mip: bool, log_every: int, folder: Path) -> list[tuple[int, float]]:
+def train_curve(
+    steps: int, lr: float, seed: int, mip: bool, log_every: int, last_weights: int, folder: Path
+) -> list[tuple[int, float]]:
     """(step, window-mean training cross-entropy) of one run."""
     base = load_config(DEMO)
     job = base.model_copy(update={
         "run_dir": str(folder), "seed": seed,
-        "strategy": base.strategy.model_copy(update={"name": "hypernetwork", "params": {"mip": mip}}),
+        "strategy": base.strategy.model_copy(update={"name": "hypernetwork", "params": {"mip": mip, "last_weights": last_weights}}),
         "optim": base.optim.model_copy(update={"steps": steps, "lr": lr, "warmup_steps": min(50, steps // 10)}),
         "checkpoint_every_steps": steps, "log_every_steps": log_every,
     })
@@ -59,14 +62,81 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
+def summarise(runs: list[dict[str, Any]], args: dict[str, Any], total_s: float) -> tuple[list[dict[str, Any]], str]:
+    """Per learning rate and arm: steps to target and final loss (mean, half-width), the paired
+    difference, and each arm's spread of mean steps over the learning rates; and the markdown table."""
+    steps, lrs = args["steps"], args["lrs"]
+
+    def score(run: dict[str, Any]) -> float:
+        return float(run["steps_to_target"] if run["steps_to_target"] is not None else steps)
+
+    summary, rows = [], []
+    for lr in lrs:
+        arm = {mip: sorted((r for r in runs if r["lr"] == lr and r["mip"] == mip), key=lambda r: r["seed"])
+               for mip in (True, False)}
+        cells = {
+            mip: {"steps": interval([score(r) for r in group]), "final": interval([r["final_loss"] for r in group]),
+                  "censored": sum(r["steps_to_target"] is None for r in group), "n": len(group)}
+            for mip, group in arm.items()
+        }
+        # Paired by seed: the same seed draws the same batches and subnets in both arms.
+        saved = interval([score(b) - score(a) for a, b in zip(arm[True], arm[False])])
+        summary.append({"lr": lr, "mip": cells[True], "no_mip": cells[False], "saved_steps": saved})
+
+        def steps_cell(cell: dict[str, Any]) -> str:
+            (m, h) = cell["steps"]
+            never = f" ({cell['censored']}/{cell['n']} never)" if cell["censored"] else ""
+            return f"{m:.0f} ± {h:.0f}{never}"
+
+        def final_cell(cell: dict[str, Any]) -> str:
+            return f"{cell['final'][0]:.3f} ± {cell['final'][1]:.3f}"
+
+        rows.append(
+            f"| {lr} | {steps_cell(cells[True])} | {steps_cell(cells[False])} | {saved[0]:+.0f} ± {saved[1]:.0f} "
+            f"| {final_cell(cells[True])} | {final_cell(cells[False])} |"
+        )
+    spread = {
+        name: max(c[name]["steps"][0] for c in summary) - min(c[name]["steps"][0] for c in summary)
+        for name in ("mip", "no_mip")
+    }
+    markdown = "\n".join([
+        f"# Hypernetwork weight generation: MIP on vs off ({args['last_weights']} tensors generated)",
+        "",
+        f"Digits demo space, `hypernetwork` strategy (last {args['last_weights']} weight tensors generated, "
+        f"hidden 32), {steps} steps, batch 64, SGD momentum 0.9, cosine schedule; {args['seeds']} seeds per cell; "
+        f"target: window-mean training cross-entropy ≤ {args['target']} (windows of {args['log_every']} steps; a "
+        f"run that never reaches it counts as {steps}). Mean ± t-based 95 % half-width over seeds; *saved* is "
+        f"no-MIP minus MIP steps, paired by seed. Whole study: {total_s / 60:.1f} min on one core.",
+        "",
+        "| lr | MIP: steps to target | no MIP: steps to target | steps saved by MIP | MIP: final loss "
+        "| no MIP: final loss |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Spread of the mean steps to target over the learning rates (max − min): MIP {spread['mip']:.0f}, "
+        f"no MIP {spread['no_mip']:.0f}.",
+        "",
+    ])
+    return summary, markdown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.03, 0.1, 0.3])
-    parser.add_argument("--target", type=float, default=0.5)
-    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--target", type=float, default=0.3)
+    parser.add_argument("--log-every", type=int, default=5)
+    parser.add_argument("--last-weights", type=int, default=4, help="weight tensors generated (26: all of the demo's)")
+    parser.add_argument("--name", default="hypernetwork", help="results file name under benchmarks/results/")
+    parser.add_argument("--render", type=Path, help="only rewrite the markdown of an earlier results JSON")
     args = parser.parse_args()
+    if args.render is not None:
+        payload = json.loads(args.render.read_text())
+        summary, markdown = summarise(payload["runs"], payload["args"], payload["total_s"])
+        args.render.with_suffix(".md").write_text(markdown)
+        print(markdown)
+        return
 
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -75,7 +145,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 for mip in (True, False):
                     t0 = time.perf_counter()
-                    curve = train_curve(args.steps, lr, seed, mip, args.log_every, Path(tmp) / f"{lr}-{seed}-{mip}")
+                    folder = Path(tmp) / f"{lr}-{seed}-{mip}"
+                    curve = train_curve(args.steps, lr, seed, mip, args.log_every, args.last_weights, folder)
                     reached = steps_to(curve, args.target)
                     final = float(np.mean([loss for _, loss in curve[-5:]]))
                     runs.append({"lr": lr, "seed": seed, "mip": mip, "steps_to_target": reached,
@@ -84,46 +155,8 @@ def main() -> None:
                           f"final loss {final:.3f} ({runs[-1]['wall_s']:.0f} s)", flush=True)
     total_s = time.perf_counter() - started
 
-    rows, summary = [], []
-    for lr in args.lrs:
-        cells: dict[bool, dict[str, Any]] = {}
-        for mip in (True, False):
-            group = [r for r in runs if r["lr"] == lr and r["mip"] == mip]
-            scores = [float(r["steps_to_target"] or args.steps) for r in group]
-            censored = sum(r["steps_to_target"] is None for r in group)
-            cells[mip] = {"steps": interval(scores), "final": interval([r["final_loss"] for r in group]),
-                          "censored": censored, "n": len(group)}
-        # Paired by seed: the same seed draws the same batches and subnets in both arms.
-        diffs = [
-            float(a["steps_to_target"] or args.steps) - float(b["steps_to_target"] or args.steps)
-            for a, b in zip(
-                [r for r in runs if r["lr"] == lr and not r["mip"]], [r for r in runs if r["lr"] == lr and r["mip"]]
-            )
-        ]
-        cells_diff = interval(diffs)
-        summary.append({"lr": lr, "mip": cells[True], "no_mip": cells[False], "saved_steps": cells_diff})
-
-        def fmt(cell: dict[str, Any]) -> str:
-            (m, h), (fm, fh) = cell["steps"], cell["final"]
-            cens = f" ({cell['censored']}/{cell['n']} never)" if cell["censored"] else ""
-            return f"{m:.0f} ± {h:.0f}{cens} | {fm:.3f} ± {fh:.3f}"
-
-        rows.append(f"| {lr} | {fmt(cells[True])} | {fmt(cells[False])} | {cells_diff[0]:.0f} ± {cells_diff[1]:.0f} |")
-
-    markdown = "\n".join([
-        "# Hypernetwork weight generation: MIP on vs off",
-        "",
-        f"Digits demo space, `hypernetwork` strategy (last 4 weight tensors generated, hidden 32), {args.steps} steps, "
-        f"batch 64, SGD momentum 0.9, cosine schedule; {args.seeds} seeds per cell; target: window-mean training "
-        f"cross-entropy ≤ {args.target} (windows of {args.log_every} steps; a run that never reaches it counts as "
-        f"{args.steps}). Mean ± t-based 95 % half-width over seeds. Whole study: {total_s / 60:.1f} min on one core.",
-        "",
-        "| lr | MIP: steps to target \\| final loss | no MIP: steps to target \\| final loss | steps saved by MIP (paired) |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-    ])
-    write_results("hypernetwork", {"args": vars(args), "summary": summary, "runs": runs, "total_s": total_s}, markdown)
+    summary, markdown = summarise(runs, vars(args), total_s)
+    write_results(args.name, {"args": vars(args), "summary": summary, "runs": runs, "total_s": total_s}, markdown)
 
 
 if __name__ == "__main__":
