@@ -13,7 +13,7 @@ from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.strategies import build_strategy
 from nasfleet.strategies.mixture import MixtureOfSupernets, routing_spread
-from nasfleet.supernet import GPTSpace, GPTSpaceConfig, MBConvSpace, ViTSpace, extract, load_subnet, save_subnet
+from nasfleet.supernet import Conv1DSpace, GPTSpace, GPTSpaceConfig, MBConvSpace, ViTSpace, extract, load_subnet, save_subnet
 from nasfleet.supernet.registry import space_from_dict
 
 from conftest import TINY_SPACE, tiny_config
@@ -21,6 +21,7 @@ from conftest import TINY_SPACE, tiny_config
 SPACES = {
     "mbconv": space_from_dict(TINY_SPACE),
     "vit": ViTSpace(),
+    "conv1d": Conv1DSpace(),
     "gpt": GPTSpace(GPTSpaceConfig(image_size=8, head_dim=8, embed_dims=[16, 24], depths=[1, 2], heads=[1, 2])),
 }
 NAME = "mixture-of-supernets"
