@@ -19,8 +19,8 @@ Training-time overhead is measured side by side in one process: the forward and 
 same sandwich step (same subnets, same batch) on the plain supernet and on the mixture, alternated
 ``--timing-pairs`` times; also the wall time of each whole training.
 
-    OMP_NUM_THREADS=1 python benchmarks/mixture_of_supernets.py [--steps lm=1200,digits=600] [--seeds 0,1] \\
-        [--tasks lm,digits] [--workdir runs/mos-bench] [--timing-pairs 30]
+    OMP_NUM_THREADS=1 python benchmarks/mixture_of_supernets.py [--steps lm=1200,digits=600] [--seeds lm=0:1:2,digits=0:1] \\
+        [--tasks lm,digits] [--arms sandwich,mixture-of-supernets,mos-rescaled] [--workdir runs/mos-bench] [--timing-pairs 30]
 
 Finished runs in ``--workdir`` are reused (resume is exact), so a rerun only re-scores.
 """
@@ -191,8 +191,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         scale = 1.0 if lower_better else 100.0
         unit = "nats" if lower_better else "points"
         lines += [f"## {res['task']}: {res['metric']}, {res['steps']} steps, seeds {res['seeds']}", "",
-                  "Mean ± t-based 95 % half-width over seeds (2 seeds: the half-width is 12.7 × the standard "
-                  "error, wide by construction). Gap = inherited − stand-alone.", "",
+                  "Mean ± t-based 95 % half-width over seeds (n − 1 degrees of freedom: 12.7 × the standard error "
+                  "for 2 seeds, 4.3 × for 3; wide by construction). Gap = inherited − stand-alone.", "",
                   "| subnet | MFLOPs | arm | inherited | arm − sandwich (paired by seed) | stand-alone | gap |",
                   "|---|---|---|---|---|---|---|"]
         s = res["scores"]
@@ -217,21 +217,24 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", default="lm=1200,digits=600", help="TASK=STEPS,... or one number for all")
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1", help="0,1 for all tasks, or TASK=0:1:2,... per task")
     parser.add_argument("--tasks", default="lm,digits")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs/mos-bench")
     parser.add_argument("--timing-pairs", type=int, default=30)
     parser.add_argument("--arms", default=",".join(ARMS), help=f"of {', '.join(ARMS)}; sandwich is always run")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
     tasks = args.tasks.split(",")
     if "=" in args.steps:
         steps = {k: int(v) for k, v in (item.split("=") for item in args.steps.split(","))}
     else:
         steps = dict.fromkeys(tasks, int(args.steps))
+    if "=" in args.seeds:
+        seeds = {k: [int(x) for x in v.split(":")] for k, v in (item.split("=") for item in args.seeds.split(","))}
+    else:
+        seeds = dict.fromkeys(tasks, [int(x) for x in args.seeds.split(",")])
     arms = ["sandwich", *(a for a in args.arms.split(",") if a != "sandwich")]
-    results = [run_task(t, steps[t], seeds, args.workdir, args.timing_pairs, arms) for t in tasks]
+    results = [run_task(t, steps[t], seeds[t], args.workdir, args.timing_pairs, arms) for t in tasks]
     write_results("mixture_of_supernets", {"results": results}, markdown(results))
 
 
