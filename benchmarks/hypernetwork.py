@@ -62,6 +62,26 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
+def init_scales(last_weights: int, seeds: int = 5) -> dict[str, list[float]]:
+    """At initialisation, per seed and arm: ‖generated head weight‖ of the largest subnet over the
+    smallest's (all genes maximal vs all zero: the input magnitudes furthest apart)."""
+    import torch
+
+    from nasfleet.orchestrator.train import job_space
+    from nasfleet.strategies import build_strategy
+
+    space = job_space(load_config(DEMO))
+    out: dict[str, list[float]] = {"mip": [], "no_mip": []}
+    for mip in (True, False):
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = build_strategy("hypernetwork", {"mip": mip, "last_weights": last_weights}, space).build_model()
+            with torch.no_grad():
+                large, small = (model.generate(a)["head.weight"].norm() for a in (space.largest(), space.smallest()))
+            out["mip" if mip else "no_mip"].append(float(large / small))
+    return out
+
+
 def summarise(runs: list[dict[str, Any]], args: dict[str, Any], total_s: float) -> tuple[list[dict[str, Any]], str]:
     """Per learning rate and arm: steps to target and final loss (mean, half-width), the paired
     difference, and each arm's spread of mean steps over the learning rates; and the markdown table."""
@@ -95,6 +115,7 @@ def summarise(runs: list[dict[str, Any]], args: dict[str, Any], total_s: float) 
             f"| {lr} | {steps_cell(cells[True])} | {steps_cell(cells[False])} | {saved[0]:+.0f} ± {saved[1]:.0f} "
             f"| {final_cell(cells[True])} | {final_cell(cells[False])} |"
         )
+    scales = init_scales(args["last_weights"])
     spread = {
         name: max(c[name]["steps"][0] for c in summary) - min(c[name]["steps"][0] for c in summary)
         for name in ("mip", "no_mip")
@@ -115,6 +136,10 @@ def summarise(runs: list[dict[str, Any]], args: dict[str, Any], total_s: float) 
         "",
         f"Spread of the mean steps to target over the learning rates (max − min): MIP {spread['mip']:.0f}, "
         f"no MIP {spread['no_mip']:.0f}.",
+        "",
+        "At initialisation (5 seeds), ‖generated head weight‖ of the largest subnet over the smallest's: "
+        f"MIP {', '.join(f'{r:.2f}' for r in scales['mip'])}; "
+        f"no MIP {', '.join(f'{r:.2f}' for r in scales['no_mip'])}.",
         "",
     ])
     return summary, markdown
