@@ -34,6 +34,7 @@ from nasfleet.strategies.base import StrategyParams, SubnetTask, TrainingStrateg
 from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import Arch, SearchSpace
 from nasfleet.supernet.arch import BlockChoice
+from nasfleet.supernet.channel_prune import multiply_adds
 from nasfleet.supernet.mbconv import MBConvBlock, MBConvNet, MBConvSpace
 
 Phase = Literal["meta", "incubate", "target"]
@@ -164,26 +165,6 @@ def part_prefix(index: int) -> str:
     return f"parts.{index}."
 
 
-@torch.no_grad()
 def forward_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass on one example (convolutions and linear layers)."""
-    total = 0
-
-    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
-        elif isinstance(module, nn.Linear):
-            total += module.in_features * module.out_features
-
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    model.eval()
-    try:
-        model(example[:1])
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return total
+    return multiply_adds(model, tuple(example.shape[1:]))
