@@ -4,6 +4,7 @@ Importing this package registers the built-in strategies (each module's decorato
 """
 
 from nasfleet.strategies.assembling import AssemblingStrategy  # noqa: F401  (registers it)
+from nasfleet.strategies.autodistil import AutoDistilStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.base import (
     FROM_LARGEST,
     Distill,

@@ -189,6 +189,10 @@ class TrainingStrategy(ABC):
         step must not change can be restored here bit for bit (the optimizer's weight decay and
         momentum move parameters whose gradient is zero)."""
 
+    def check_training_inputs(self) -> None:
+        """Raise NasfleetError for what only training reads (a teacher's weights file): called on the
+        driver before a job starts, never when a trained run is loaded for evaluation or export."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -116,6 +116,7 @@ def validate_job(job: JobConfig) -> None:
     check_data(job.data)
     space = job_space(job)
     strategy = job_strategy(job, space)
+    strategy.check_training_inputs()
     resolve_storage(job.run_dir)  # a malformed URI fails here
     if job.init_weights is not None:
         load_initial_weights(strategy.build_model(), job.init_weights)

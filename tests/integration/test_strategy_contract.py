@@ -36,6 +36,10 @@ PARAMS: dict[str, dict[str, Any]] = {
     "fewshot-gm": {"warmup_steps": 3},
     "assembling": {"phase": "incubate", "module": 1},  # the phase with frozen parameters
 }
+SPACES: dict[str, dict[str, Any]] = {
+    "autodistil": {"name": "vit", "head_dim": 4, "embed_dims": [16, 24], "depths": [1, 2], "heads": [1, 2]},
+}
+"""Strategies defined on another space than the tiny mbconv one."""
 NAMES = STRATEGIES.names()
 
 
@@ -59,6 +63,8 @@ TWO_RANK_CHECKS: dict[str, Callable[[str, list[RankState]], None]] = {
 
 
 def job(run_dir: Path, name: str, **overrides: Any) -> JobConfig:
+    if name in SPACES:
+        overrides.setdefault("space", SPACES[name])
     return tiny_config(
         run_dir, strategy={"name": name, "params": PARAMS.get(name, {})},
         optim={"steps": STEPS, "lr": 0.05, "warmup_steps": 2}, checkpoint_every_steps=2, log_every_steps=2,
