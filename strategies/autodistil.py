@@ -183,6 +183,7 @@ class AutoDistilStrategy(TrainingStrategy):
     name = "autodistil"
     Params = AutoDistilParams
     params: AutoDistilParams
+    spaces = ("vit", "gpt")
 
     def __init__(self, space: SearchSpace, params: StrategyParams) -> None:
         if not isinstance(space, TransformerSpace):

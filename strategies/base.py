@@ -103,6 +103,9 @@ class TrainingStrategy(ABC):
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     max_zero_stage: ClassVar[int] = 3
     """The highest DeepSpeed ZeRO stage this strategy trains correctly under (checked before a job starts)."""
+    spaces: ClassVar[tuple[str, ...] | None] = None
+    """The search spaces it is defined on (None: every space); the strategy comparison's default list
+    leaves out a strategy that is not defined on every space."""
     ranks_subnets: ClassVar[bool] = True
     """Whether it trains a family of weight-sharing subnets worth ranking. A method that trains one
     network (a pruning method) says False, and the strategy comparison leaves it out by default."""

@@ -22,9 +22,10 @@ PLOT_RELPATH = "img/strategies.png"
 
 
 def parse_strategies(text: str | None) -> list[str]:
-    """A comma-separated list of strategy names; ``None`` means every registered strategy that ranks subnets."""
+    """A comma-separated list of strategy names; ``None`` means every registered strategy that ranks
+    subnets and is defined on every space."""
     if text is None:
-        return [name for name in STRATEGIES.names() if strategy_class(name).ranks_subnets]
+        return [n for n in STRATEGIES.names() if strategy_class(n).ranks_subnets and strategy_class(n).spaces is None]
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise NasfleetError("--strategies is empty (give names separated by commas)")
