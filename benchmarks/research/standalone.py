@@ -230,21 +230,24 @@ class StandaloneCache(ParquetLog):
         return path
 
 
-def train_standalone(config: JobConfig, arch: Arch, data: DataSplits | None = None) -> StandaloneResult:
+def train_standalone(
+    config: JobConfig, arch: Arch, data: DataSplits | None = None, init: torch.nn.Module | None = None
+) -> StandaloneResult:
     """Train ``arch`` from scratch with the config's recipe; accuracy and NLL on val and test.
 
     The recipe is the supernet trainer's: SGD (Nesterov when momentum > 0), warm-up then cosine,
     the same seeded batches, plain cross-entropy on the labels; batch norm uses batch statistics
     while training and its running statistics when evaluated. It runs on ``launch.threads`` torch
     threads, as the supernet's training loop does, so the two wall times compare. No cache: see
-    :func:`standalone_results`.
+    :func:`standalone_results`. ``init``: start from these weights (a subnet extracted from a
+    supernet: fine-tuning) instead of a fresh initialisation.
     """
     data = data if data is not None else load_data(config.data)
     space = job_space(config)
     space.validate(arch)
     torch.set_num_threads(config.launch.threads)
     torch.manual_seed(config.seed)
-    model = space.build_standalone(arch)
+    model = init if init is not None else space.build_standalone(arch)
     optimizer, scheduler = sgd_with_schedule(model, config.optim)
     batches = BatchStream(data.train, config.data.batch_size, config.seed)
     started = time.perf_counter()
