@@ -132,7 +132,7 @@ def parse_arch(text: str, space: SearchSpace) -> Arch:
 
 def export(
     run: str = typer.Option(..., "--run", help=RUN_HELP),
-    arch: Optional[str] = typer.Option(None, help="'smallest', 'largest', an arch JSON string, or @file.json (default: largest)."),
+    arch: Optional[str] = typer.Option(None, help="'smallest', 'largest', 'derived' (the architecture a tanglenas run found), an arch JSON string, or @file.json (default: largest)."),
     pareto: Optional[int] = typer.Option(None, help="Export the K-th subnet (1 = cheapest) of a search's Pareto front instead."),
     search_name: str = typer.Option("search", "--search", help="Which search's front --pareto reads (RUN/search/NAME)."),
     out: Path = typer.Option(..., "--out", help="Folder to write model.pt and arch.json into."),
@@ -155,6 +155,11 @@ def export(
     if pareto is not None:
         _, chosen = front_member(search_folder(run, search_name), pareto)
         trained.space.validate(chosen)
+    elif arch == "derived":
+        derive = getattr(trained.model, "derived_arch", None)
+        if derive is None:
+            raise NasfleetError(f"run {run} (strategy {trained.config.strategy.name!r}) derives no architecture: 'derived' needs tanglenas")
+        chosen = derive()
     else:
         chosen = parse_arch(arch or "largest", trained.space)
     recalibrate_batchnorm(trained.model, chosen, trained.calibration_batches())

@@ -55,10 +55,19 @@ def _fewshot_ranks_split_the_same_edge(checkpoint: str, ranks: list[RankState]) 
     assert int(supernet["split_edge"]) == ranks[0].strategy["plan"]["edge"]
 
 
+def _tanglenas_ranks_share_alpha(checkpoint: str, ranks: list[RankState]) -> None:
+    assert ranks[0].strategy["arch_steps"] == STEPS  # α moved at every step, identically on both ranks
+    assert ranks[0].strategy["alphas"] == ranks[1].strategy["alphas"]
+    assert ranks[0].strategy["moments"] == ranks[1].strategy["moments"]
+    supernet, _ = read_supernet(checkpoint)
+    assert supernet["alpha_s0_width"].tolist() == ranks[0].strategy["alphas"]["s0_width"] != [0.0, 0.0]
+
+
 # What a strategy with per-rank state must show after the two-rank run, besides agreeing weights.
 TWO_RANK_CHECKS: dict[str, Callable[[str, list[RankState]], None]] = {
     "pada": _pada_importance_is_per_shard,
     "fewshot-gm": _fewshot_ranks_split_the_same_edge,
+    "tanglenas": _tanglenas_ranks_share_alpha,
 }
 
 
