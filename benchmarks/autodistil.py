@@ -17,7 +17,8 @@ Per seed:
    own. Test accuracy is reported.
 
     OMP_NUM_THREADS=1 python benchmarks/autodistil.py [--seeds 0,1,2] [--steps 600] [--subspaces 2] \\
-        [--candidates 8] [--finetune 150] [--workdir runs/autodistil-bench]
+        [--candidates 8] [--finetune 150] [--finetune-lr 0.1] [--label-weight 0] [--name autodistil] \\
+        [--workdir runs/autodistil-bench]
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ SPACE = {"name": "vit", "head_dim": 8, "embed_dims": [32, 48, 64], "depths": [1,
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
-def job(run_dir: Path, seed: int, steps: int, strategy: dict[str, Any]) -> JobConfig:
+def job(run_dir: Path, seed: int, steps: int, strategy: dict[str, Any], lr: float = 0.1) -> JobConfig:
     return config_from_dict({
         "run_dir": str(run_dir), "seed": seed, "space": SPACE, "strategy": strategy,
         "data": {"dataset": "digits", "batch_size": 32},
-        "optim": {"steps": steps, "lr": 0.1, "warmup_steps": max(1, steps // 20)},
+        "optim": {"steps": steps, "lr": lr, "warmup_steps": max(1, steps // 20)},
         "eval": {"calibration_batches": 1, "random_subnets": 1}, "launch": {"threads": 1},
         "checkpoint_every_steps": steps, "log_every_steps": max(1, steps // 4),
     })
@@ -79,9 +80,9 @@ def distill_loss(student: torch.nn.Module, teacher: torch.nn.Module, teacher_arc
     return float(attention + value)
 
 
-def finetuned_accuracy(trained: Any, source: torch.nn.Module, arch: Arch, steps: int, seed: int) -> float:
-    recipe = trained.config.model_copy(update={
-        "seed": seed, "optim": trained.config.optim.model_copy(update={"steps": steps, "warmup_steps": max(1, steps // 10)})})
+def finetuned_accuracy(trained: Any, source: torch.nn.Module, arch: Arch, args: argparse.Namespace, seed: int) -> float:
+    optim = trained.config.optim.model_copy(update={"steps": args.finetune, "warmup_steps": max(1, args.finetune // 10), "lr": args.finetune_lr})
+    recipe = trained.config.model_copy(update={"seed": seed, "optim": optim})
     return train_standalone(recipe, arch, trained.data, init=extract(source, trained.space, arch)).accuracy["test"]
 
 
@@ -92,8 +93,9 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     x_val = sandwich.data.val.images[:256]
     rows = []
     for i in range(args.subspaces):
-        params = {"subspaces": args.subspaces, "subspace": i, "teacher_weights": teacher_file}
-        ad = trained_run(job(root / f"autodistil-{i}", seed, args.steps // args.subspaces, {"name": "autodistil", "params": params}))
+        params = {"subspaces": args.subspaces, "subspace": i, "teacher_weights": teacher_file, "label_weight": args.label_weight}
+        ad = trained_run(job(root / f"autodistil-{i}-labels{args.label_weight:g}-lr{args.distill_lr:g}", seed,
+                             args.steps // args.subspaces, {"name": "autodistil", "params": params}, args.distill_lr))
         strategy = job_strategy(ad.config, ad.space)
         assert isinstance(strategy, AutoDistilStrategy)
         rng = np.random.default_rng([seed, i])
@@ -106,9 +108,9 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
             "seed": seed, "subspace": i,
             "autodistil_arch": arch_to_json(ad_pick), "autodistil_params": ad.space.params(ad_pick),
             "sandwich_arch": arch_to_json(sw_pick), "sandwich_params": ad.space.params(sw_pick),
-            "autodistil": finetuned_accuracy(ad, student, ad_pick, args.finetune, seed),
-            "sandwich_same_arch": finetuned_accuracy(sandwich, sandwich.model, ad_pick, args.finetune, seed),
-            "sandwich_own_pick": finetuned_accuracy(sandwich, sandwich.model, sw_pick, args.finetune, seed),
+            "autodistil": finetuned_accuracy(ad, student, ad_pick, args, seed),
+            "sandwich_same_arch": finetuned_accuracy(sandwich, sandwich.model, ad_pick, args, seed),
+            "sandwich_own_pick": finetuned_accuracy(sandwich, sandwich.model, sw_pick, args, seed),
         })
         print(rows[-1], flush=True)
     return rows
@@ -126,8 +128,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         "# AutoDistil vs one sandwich supernet (digits, ViT space)", "",
         f"Seeds {args.seeds}; sandwich {args.steps} steps; {args.subspaces} sub-spaces x {args.steps // args.subspaces} "
-        f"steps of task-agnostic attention distillation; {args.candidates} candidates per sub-space; every pick "
-        f"fine-tuned {args.finetune} steps on labels. Test accuracy (%) on the digits test split.", "",
+        f"steps of attention distillation at lr {args.distill_lr:g} (label weight {args.label_weight:g}; 0 is task-agnostic); "
+        f"{args.candidates} candidates per sub-space; every pick fine-tuned {args.finetune} steps on labels at lr {args.finetune_lr:g}. Test accuracy (%) on the digits test split.", "",
         "| seed | sub-space | AutoDistil pick (params) | AutoDistil | sandwich, same arch | sandwich's own pick (params) | sandwich pick |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -151,11 +153,15 @@ def main() -> None:
     parser.add_argument("--subspaces", type=int, default=2)
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--finetune", type=int, default=150)
+    parser.add_argument("--finetune-lr", type=float, default=0.1)
+    parser.add_argument("--distill-lr", type=float, default=0.1, help="the AutoDistil runs' learning rate (sandwich: 0.1)")
+    parser.add_argument("--label-weight", type=float, default=0.0, help="AutoDistil students' cross-entropy weight (0: task-agnostic)")
+    parser.add_argument("--name", default="autodistil", help="results file name under benchmarks/results/")
     parser.add_argument("--workdir", default="runs/autodistil-bench")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = [row for seed in (int(s) for s in args.seeds.split(",")) for row in one_seed(seed, args)]
-    write_results("autodistil", {"args": vars(args), "rows": rows}, render(rows, args))
+    write_results(args.name, {"args": vars(args), "rows": rows}, render(rows, args))
 
 
 if __name__ == "__main__":
