@@ -28,6 +28,7 @@ from nasfleet.strategies.registry import STRATEGIES, build_strategy, strategy_cl
 from nasfleet.strategies.sandwich import SandwichStrategy
 from nasfleet.strategies.shift import ShiftStrategy
 from nasfleet.strategies.sorted import SortedStrategy
+from nasfleet.strategies.tanglenas import TangleNASStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.uniform import UniformStrategy
 
 __all__ = [

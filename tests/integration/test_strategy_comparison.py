@@ -173,6 +173,9 @@ def test_every_registered_strategy_can_be_configured_for_a_run_length(tmp_path: 
     config = tiny_config(tmp_path)
     space = job_space(config)
     for name in STRATEGIES:
+        spaces = strategy_class(name).spaces
+        if spaces is not None and space.name not in spaces:
+            continue  # defined on other spaces (autodistil: transformers); its own tests build it there
         params = strategy_params(name, config, 40, {})
         build_strategy(name, params, space)  # required run-length parameters are filled in
         if "total_steps" in strategy_class(name).Params.model_fields:
