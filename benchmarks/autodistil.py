@@ -38,7 +38,7 @@ from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import job_strategy, latest_checkpoint
 from nasfleet.research.standalone import train_standalone
-from nasfleet.strategies.autodistil import AutoDistilStrategy, last_layer_names, self_attention_kl
+from nasfleet.strategies.autodistil import AutoDistilStrategy, last_layer_qkv, self_attention_kl
 from nasfleet.supernet import Arch, arch_to_json, extract
 
 SPACE = {"name": "vit", "head_dim": 8, "embed_dims": [32, 48, 64], "depths": [1, 2, 3], "heads": [1, 2, 4],
@@ -63,20 +63,8 @@ def trained_run(config: JobConfig) -> Any:
     return load_trained(config.run_dir)
 
 
-def q_k_v(model: torch.nn.Module, x: torch.Tensor, arch: Arch) -> dict[str, torch.Tensor]:
-    captured: dict[str, torch.Tensor] = {}
-    modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda _m, _i, out, p=p: captured.__setitem__(p, out))
-               for p, n in zip("qkv", last_layer_names(arch))]
-    with torch.no_grad():
-        model(x, arch)
-    for h in handles:
-        h.remove()
-    return captured
-
-
 def distill_loss(student: torch.nn.Module, teacher: torch.nn.Module, teacher_arch: Arch, arch: Arch, x: torch.Tensor) -> float:
-    attention, value = self_attention_kl(q_k_v(teacher, x, teacher_arch), q_k_v(student, x, arch), 1, False)
+    attention, value = self_attention_kl(last_layer_qkv(teacher, x, teacher_arch), last_layer_qkv(student, x, arch), 1, False)
     return float(attention + value)
 
 

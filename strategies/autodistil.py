@@ -31,9 +31,11 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt, model_valida
 from torch import nn
 
 from nasfleet.errors import NasfleetError
+from nasfleet.safe_load import safe_torch_load
 from nasfleet.strategies.base import Distill, StrategyParams, SubnetTask, TaskOutputs, TrainingStrategy
 from nasfleet.strategies.registry import STRATEGIES
 from nasfleet.supernet import Arch, GPTSpace, SearchSpace
+from nasfleet.supernet.capture import captured_outputs
 from nasfleet.supernet.vit import TransformerSpace
 
 PROJECTIONS = ("q", "k", "v")
@@ -117,6 +119,29 @@ def last_layer_names(arch: Arch, prefix: str = "") -> tuple[str, ...]:
     return tuple(f"{prefix}layers.{arch.depth - 1}.attn.{p}" for p in PROJECTIONS)
 
 
+def last_layer_qkv(model: nn.Module, x: torch.Tensor, arch: Arch) -> dict[str, torch.Tensor]:
+    """The last layer's q, k, v of ``arch`` on ``x`` without gradients (for measuring distillation)."""
+    names = last_layer_names(arch)
+    with torch.no_grad(), captured_outputs(model, names) as captured:
+        model(x, arch)
+    return dict(zip(PROJECTIONS, (captured[n] for n in names)))
+
+
+def load_teacher(space: SearchSpace, weights: str) -> nn.Module:
+    """A supernet of ``space`` with the weights of a run's ``supernet.pt`` (unwrapping a student prefix)."""
+    state = safe_torch_load(weights, "autodistil teacher_weights")
+    if not isinstance(state, dict):
+        raise NasfleetError(f"teacher_weights {weights} is not a state dict")
+    state = {k.removeprefix("student."): v for k, v in state.items() if not k.startswith("teacher_")}
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights; the run's RNG must not move
+        teacher = space.build_supernet()
+    try:
+        teacher.load_state_dict(state)
+    except RuntimeError as e:
+        raise NasfleetError(f"teacher_weights {weights} is not a supernet of this space: {str(e).splitlines()[0]}") from None
+    return teacher
+
+
 class FrozenTeacher(nn.Module):
     """The trained supernet (``student``) beside a frozen teacher whose last-layer q, k, v are
     exposed through identity modules ``teacher_q``/``teacher_k``/``teacher_v``, so the trainer's
@@ -140,15 +165,7 @@ class FrozenTeacher(nn.Module):
         self._batch: torch.Tensor | None = None
 
     def _load_teacher(self, device: torch.device) -> nn.Module:
-        state = torch.load(self._weights, map_location="cpu", weights_only=True)
-        state = {k.removeprefix("student."): v for k, v in state.items() if not k.startswith("teacher_")}
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights; the run's RNG must not move
-            teacher = self._space.build_supernet()
-        try:
-            teacher.load_state_dict(state)
-        except RuntimeError as e:
-            raise NasfleetError(f"teacher_weights {self._weights} is not a supernet of this space: {e}") from None
-        teacher.requires_grad_(False).eval().to(device)
+        teacher = load_teacher(self._space, self._weights).requires_grad_(False).eval().to(device)
         for p, module in zip(PROJECTIONS, last_layer_names(self._teacher_arch)):
             teacher.get_submodule(module).register_forward_hook(
                 lambda _m, _i, out, p=p: self._captured.__setitem__(p, out)
@@ -193,8 +210,9 @@ class AutoDistilStrategy(TrainingStrategy):
         widths = [h * space.config.head_dim for h in space.config.heads]
         if any(w % self.params.relation_heads for w in widths):
             raise NasfleetError(f"autodistil: relation_heads {self.params.relation_heads} must divide every attention width {widths}")
-        self.bounds = self.subspace_bounds()
-        members = [a for a in self._partition_sample() if self.contains(a)]
+        sample = self._partition_sample()
+        self.bounds = self.subspace_bounds(sample)
+        members = [a for a in sample if self.contains(a)]
         if not members:
             raise NasfleetError(f"autodistil: sub-space {self.params.subspace} of {self.params.subspaces} is empty")
         self.sub_largest = space.largest() if self.params.subspace == self.params.subspaces - 1 else max(members, key=self.size_of)
@@ -209,9 +227,9 @@ class AutoDistilStrategy(TrainingStrategy):
         rng = np.random.default_rng(0)
         return [self.space.sample_choices(rng) for _ in range(self.params.partition_samples)]
 
-    def subspace_bounds(self) -> tuple[float, float]:
-        """This sub-space's size interval ``[low, high)``: quantiles of sampled architectures' sizes."""
-        sizes = np.array([self.size_of(a) for a in self._partition_sample()])
+    def subspace_bounds(self, sample: list[Arch]) -> tuple[float, float]:
+        """This sub-space's size interval ``[low, high)``: quantiles of the sampled architectures' sizes."""
+        sizes = np.array([self.size_of(a) for a in sample])
         edges = np.quantile(sizes, np.linspace(0.0, 1.0, self.params.subspaces + 1))
         i = self.params.subspace
         low = -math.inf if i == 0 else float(edges[i])
@@ -231,9 +249,13 @@ class AutoDistilStrategy(TrainingStrategy):
         raise NasfleetError(f"autodistil: no architecture of sub-space {self.params.subspace} in {tries} draws")
 
     def check_training_inputs(self) -> None:
+        """Read the teacher on the driver once, so a missing or foreign file is one line, not a worker failure."""
         weights = self.params.teacher_weights
-        if weights is not None and not Path(weights).is_file():
+        if weights is None:
+            return
+        if not Path(weights).is_file():
             raise NasfleetError(f"autodistil: teacher_weights {weights} is not a file")
+        load_teacher(self.space, weights)
 
     def wrap_model(self, supernet: nn.Module) -> nn.Module:
         if self.params.teacher_weights is None:

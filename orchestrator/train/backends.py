@@ -22,7 +22,7 @@ from torch import nn
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.train.checkpoints import OPTIMIZER_FOLDER, BackendName, torch_bytes
 from nasfleet.orchestrator.train.deepspeed_ops import prepare_deepspeed_cpu
-from nasfleet.orchestrator.train.safe_load import safe_torch_load, use_safe_loading
+from nasfleet.safe_load import safe_torch_load, use_safe_loading
 
 ENGINE_TAG = "engine"
 OPTIMIZER_FILE = f"{OPTIMIZER_FOLDER}/optimizer.pt"

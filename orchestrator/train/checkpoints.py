@@ -30,7 +30,7 @@ from torch import nn
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.storage import basename, is_dir, join, list_dir, read_bytes, read_text
-from nasfleet.orchestrator.train.safe_load import safe_torch_load
+from nasfleet.safe_load import safe_torch_load
 
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINTS_KEPT = 3

@@ -42,7 +42,7 @@ from nasfleet.orchestrator.train.checkpoints import (
 from nasfleet.orchestrator.train.metrics_log import MetricsLog
 from nasfleet.orchestrator.train.progress import ProgressLines
 from nasfleet.orchestrator.train.progress import emit as emit_progress
-from nasfleet.orchestrator.train.safe_load import safe_torch_load
+from nasfleet.safe_load import safe_torch_load
 from nasfleet.orchestrator.train.setup import RankSetup, build_rank
 from nasfleet.orchestrator.train.step import RoleMeans, StepBatch, ThroughputWindow, run_step
 

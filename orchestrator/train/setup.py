@@ -19,7 +19,7 @@ from torch import nn
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import JobConfig, OptimConfig
 from nasfleet.orchestrator.data import DataShape, DataSplits, data_shape, load_data
-from nasfleet.orchestrator.train.safe_load import safe_torch_load
+from nasfleet.safe_load import safe_torch_load
 from nasfleet.strategies import TrainingStrategy, build_strategy
 from nasfleet.supernet import SearchSpace, space_for_shape
 

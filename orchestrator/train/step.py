@@ -8,8 +8,6 @@ reduces and applies the gradients.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +18,7 @@ from torch import nn
 from nasfleet.orchestrator.train.backends import TrainingBackend
 from nasfleet.strategies import SubnetTask, TaskOutputs, TrainingStrategy
 from nasfleet.supernet import SearchSpace
+from nasfleet.supernet.capture import captured_outputs
 
 
 @dataclass(frozen=True)
@@ -41,28 +40,6 @@ class TaskResult:
     cross_entropy: float
     """Cross-entropy against the labels: comparable across strategies whatever they optimise."""
     accuracy: float
-
-
-@contextmanager
-def captured_outputs(model: nn.Module, names: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named submodules during one forward pass (for feature distillation)."""
-    captured: dict[str, torch.Tensor] = {}
-    if not names:
-        yield captured
-        return
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise RuntimeError(f"capture names modules the model does not have: {missing}")
-    handles = [
-        modules[name].register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
-        for name in names
-    ]
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def run_step(

@@ -45,7 +45,7 @@ from nasfleet.orchestrator.train import (
     read_meta,
 )
 from nasfleet.orchestrator.train.backends import OPTIMIZER_FILE
-from nasfleet.orchestrator.train.safe_load import safe_torch_load
+from nasfleet.safe_load import safe_torch_load
 from nasfleet.strategies import strategy_class
 
 TUNE_FOLDER = "tune"

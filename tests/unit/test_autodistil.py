@@ -16,7 +16,7 @@ from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import job_strategy
 from nasfleet.strategies import build_strategy
-from nasfleet.strategies.autodistil import last_layer_names, relation_logprobs, self_attention_kl
+from nasfleet.strategies.autodistil import last_layer_qkv, relation_logprobs, self_attention_kl
 from nasfleet.supernet import GPTSpace, GPTSpaceConfig, ViTSpace, ViTSpaceConfig, extract, load_subnet, save_subnet
 from nasfleet.supernet.registry import space_from_dict
 
@@ -24,21 +24,6 @@ from conftest import TINY_SPACE, tiny_config
 
 VIT = {"name": "vit", "head_dim": 4, "embed_dims": [16, 24], "depths": [1, 2], "heads": [1, 2], "mlp_ratios": [1.0, 2.0]}
 GPT = GPTSpace(GPTSpaceConfig(image_size=8, head_dim=8, embed_dims=[16, 24], depths=[1, 2], heads=[1, 2]))
-
-
-def q_k_v(model: torch.nn.Module, x: torch.Tensor, arch: object) -> dict[str, torch.Tensor]:
-    """The last layer's q, k, v of ``arch`` on ``x``."""
-    captured: dict[str, torch.Tensor] = {}
-    modules = dict(model.named_modules())
-    handles = [
-        modules[name].register_forward_hook(lambda _m, _i, out, p=p: captured.__setitem__(p, out))
-        for p, name in zip("qkv", last_layer_names(arch))  # type: ignore[arg-type]
-    ]
-    with torch.no_grad():
-        model(x, arch)
-    for h in handles:
-        h.remove()
-    return captured
 
 
 @pytest.mark.parametrize("subspaces", [2, 3])
@@ -63,7 +48,7 @@ def test_attention_relation_is_the_models_causal_attention_distribution() -> Non
     model = GPT.build_supernet().eval()
     arch = GPT.largest()
     x = torch.randint(0, 256, (3, 1, 8))
-    f = q_k_v(model, x, arch)
+    f = last_layer_qkv(model, x, arch)
     heads = arch.layers[-1].heads
     relation = relation_logprobs(f["q"], f["k"], heads, causal=True).exp()
     d = f["q"].shape[-1] // heads
@@ -78,7 +63,7 @@ def test_relation_kl_is_zero_against_itself_and_positive_across_widths() -> None
     torch.manual_seed(0)
     model = GPT.build_supernet().eval()
     x = torch.randint(0, 256, (2, 1, 8))
-    teacher, student = q_k_v(model, x, GPT.largest()), q_k_v(model, x, GPT.smallest())
+    teacher, student = last_layer_qkv(model, x, GPT.largest()), last_layer_qkv(model, x, GPT.smallest())
     assert teacher["q"].shape[-1] != student["q"].shape[-1]  # different head counts: relations still compare
     same = self_attention_kl(teacher, teacher, heads=1, causal=True)
     assert all(abs(float(v)) < 1e-6 for v in same)
@@ -94,6 +79,19 @@ def test_bad_parameters_and_spaces_are_one_line_errors() -> None:
         build_strategy("autodistil", {"subspaces": 2, "subspace": 2}, GPT)
     with pytest.raises(NasfleetError, match="is not a file"):
         build_strategy("autodistil", {"teacher_weights": "/nonexistent/supernet.pt"}, GPT).check_training_inputs()
+
+
+def test_a_corrupt_or_foreign_teacher_file_is_refused_on_the_driver(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    vit = space_from_dict(VIT)
+    with pytest.raises(NasfleetError, match="autodistil teacher_weights"):
+        build_strategy("autodistil", {"teacher_weights": str(corrupt)}, vit).check_training_inputs()
+    foreign = tmp_path / "gpt.pt"
+    torch.save(GPT.build_supernet().state_dict(), foreign)
+    with pytest.raises(NasfleetError, match="is not a supernet of this space"):
+        build_strategy("autodistil", {"teacher_weights": str(foreign)}, vit).check_training_inputs()
+    build_strategy("autodistil", {"teacher_weights": str(teacher_file(tmp_path))}, vit).check_training_inputs()
 
 
 def teacher_file(tmp_path: Path) -> Path:
@@ -119,7 +117,7 @@ def distilled_run(tmp_path: Path, name: str, teacher: Path, **params: object) ->
     teacher_model.load_state_dict(torch.load(teacher, weights_only=True))
     x = trained.data.val.images[:64]
     student = trained.model.module_for(strategy.sub_largest)
-    kl = self_attention_kl(q_k_v(teacher_model, x, trained.space.largest()), q_k_v(student, x, strategy.sub_largest), 1, False)
+    kl = self_attention_kl(last_layer_qkv(teacher_model, x, trained.space.largest()), last_layer_qkv(student, x, strategy.sub_largest), 1, False)
     return float(kl[0]), float(kl[1])
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.train.safe_load import DEEPSPEED_SAFE_GLOBALS, safe_torch_load, use_safe_loading
+from nasfleet.safe_load import DEEPSPEED_SAFE_GLOBALS, safe_torch_load, use_safe_loading
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "MARKER"
