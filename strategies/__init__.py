@@ -21,6 +21,7 @@ from nasfleet.strategies.fewshot import FewShotGMStrategy, FewShotSupernet
 from nasfleet.strategies.hypernetwork import HypernetworkStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.ibp import IBPStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.mixture import MixtureOfSupernetsStrategy  # noqa: F401  (registers it)
+from nasfleet.strategies.mixturegrowth import MixtureGrowthStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.pada import PadaStrategy
 from nasfleet.strategies.polarisation import PolarisationStrategy  # noqa: F401  (registers it)
 from nasfleet.strategies.progressive import ProgressiveStrategy

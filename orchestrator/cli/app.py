@@ -19,6 +19,7 @@ from nasfleet.orchestrator.cli.assemble import assemble
 from nasfleet.orchestrator.cli.certify import certify
 from nasfleet.orchestrator.cli.continual import continual
 from nasfleet.orchestrator.cli.data import data_app
+from nasfleet.orchestrator.cli.grow import grow
 from nasfleet.orchestrator.cli.profile import profile
 from nasfleet.orchestrator.cli.prune import prune
 from nasfleet.orchestrator.cli.runs import ensemble, evaluate, export, status
@@ -42,6 +43,7 @@ app.command()(certify)
 app.command()(continual)
 app.command()(prune)
 app.command()(assemble)
+app.command()(grow)
 app.add_typer(data_app, name="data")
 
 
@@ -66,7 +68,7 @@ def _mount_subcommand(argv: list[str]) -> None:
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     if first == "comm" or first is None:
         _mount_comm()
-    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "continual", "prune", "assemble", "comm", "data"):
+    if first not in ("train", "evaluate", "export", "demo", "search", "profile", "certify", "continual", "prune", "assemble", "grow", "comm", "data"):
         _mount_plugin_commands()
 
 
