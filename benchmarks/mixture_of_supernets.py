@@ -20,7 +20,7 @@ same sandwich step (same subnets, same batch) on the plain supernet and on the m
 ``--timing-pairs`` times; also the wall time of each whole training.
 
     OMP_NUM_THREADS=1 python benchmarks/mixture_of_supernets.py [--steps lm=1200,digits=600] [--seeds lm=0:1:2,digits=0:1] \\
-        [--tasks lm,digits] [--arms sandwich,mixture-of-supernets,mos-rescaled] [--workdir runs/mos-bench] [--timing-pairs 30]
+        [--tasks lm,digits] [--arms sandwich,mixture-of-supernets,mos-rescaled] [--workdir runs/mos-bench] [--timing-pairs 30] [--name mixture_of_supernets]
 
 Finished runs in ``--workdir`` are reused (resume is exact), so a rerun only re-scores.
 """
@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs/mos-bench")
     parser.add_argument("--timing-pairs", type=int, default=30)
     parser.add_argument("--arms", default=",".join(ARMS), help=f"of {', '.join(ARMS)}; sandwich is always run")
+    parser.add_argument("--name", default="mixture_of_supernets", help="results file name under benchmarks/results/")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tasks = args.tasks.split(",")
@@ -235,7 +236,7 @@ def main() -> None:
         seeds = dict.fromkeys(tasks, [int(x) for x in args.seeds.split(",")])
     arms = ["sandwich", *(a for a in args.arms.split(",") if a != "sandwich")]
     results = [run_task(t, steps[t], seeds[t], args.workdir, args.timing_pairs, arms) for t in tasks]
-    write_results("mixture_of_supernets", {"results": results}, markdown(results))
+    write_results(args.name, {"results": results}, markdown(results))
 
 
 if __name__ == "__main__":
