@@ -121,7 +121,7 @@ def block_shapes(supernet: nn.Module, space: MBConvSpace, small: ConvArch) -> di
     unread = [name for name in weights if name not in probe.extent]
     if unread:
         raise NasfleetError(f"mixturegrowth: the small architecture reads no part of {unread[0]}")
-    return {name: (*probe.extent[name][:2], *weights[name].shape[2:]) for name, p in weights.items()}
+    return {name: (*probe.extent[name][:2], *p.shape[2:]) for name, p in weights.items()}
 
 
 def tile(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -268,7 +268,7 @@ def grown_state(
     Everything the small run trained is kept. With ``templates``, the new blocks are the
     untrained coefficient rows over the trained templates: new combinations. With ``random``, the
     free tensors the grown network reads outside the small region are drawn afresh at the spread
-    of the supernet's initialisation.
+    of the layer's trained templates.
     """
     state = dict(small_state)
     if new_weights == "random":
