@@ -30,7 +30,6 @@ def grow(
     from nasfleet.errors import NasfleetError
     from nasfleet.orchestrator.growth import grown_job, small_run, write_grown_weights
     from nasfleet.orchestrator.launch.job import run_job
-    from nasfleet.orchestrator.launch.validate import validate_job
 
     if new_weights not in ("templates", "random"):
         raise NasfleetError(f"--new-weights takes templates or random, got {new_weights!r}")
@@ -38,7 +37,6 @@ def grow(
     overrides = shortcut_overrides(steps=steps, workers=workers, launcher=launcher) + list(set_)
     job = grown_job(small.config, run_dir, new_weights, target_arch, overrides)
     weights = write_grown_weights(small, job)
-    validate_job(job)
     outcome = run_job(job, show_progress=progress)
     if outcome is not None:
         report_job(outcome, f"{job.run_name} grown from {run} ({new_weights}) after {outcome.step} steps", is_text(job))
