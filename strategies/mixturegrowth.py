@@ -1,4 +1,4 @@
-"""MixtureGrowth: grow a trained network wider by recombining its learned templates (Pham et al., 2024).
+"""MixtureGrowth: grow a trained network wider or deeper by recombining its learned templates (Pham et al., 2024).
 
 Growing a network by adding random weights brings noise that the trained part has to absorb;
 MixtureGrowth makes every layer's weight a linear combination of a small bank of *templates*
@@ -19,17 +19,22 @@ phases are two runs of the one trainer:
   ``new_weights: random`` is the ablation the paper compares with: outside the small
   architecture's region the grown network reads free tensors (freshly initialised by
   ``nasfleet grow``), not template combinations.
+- Growing deeper: a layer of a block the small network does not have takes, at growth, a copy of
+  the trained templates of the same layer in the stage's last block, and combines them with its
+  own (untrained) coefficients. That block must not be the stage's first, whose input width
+  differs, so a stage grows deeper from depth 2 or more.
 
 The paper grows from two small networks trained with separate template sets (the grown layer's
 diagonal blocks); this implements the single-network form its abstract describes. It is defined
-on the mbconv space (width and expansion growth; depth and kernels are the target's in both
-phases) — see docs/mixturegrowth.md for what was measured.
+on the mbconv space (width, expansion and depth growth; the blocks both networks have keep their
+kernels) — see docs/mixturegrowth.md for what was measured.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,15 +77,43 @@ def narrowest(space: MBConvSpace, target: ConvArch) -> ConvArch:
 
 
 def check_growth(small: ConvArch, target: ConvArch) -> None:
-    """The small network must be the target made narrower: same depths and kernels, no wider anywhere."""
+    """The small network must be the target made narrower or shallower, its blocks keeping their kernels."""
     for i, (s, t) in enumerate(zip(small.stages, target.stages)):
-        if s.depth != t.depth or [b.kernel for b in s.blocks] != [b.kernel for b in t.blocks]:
+        if s.depth > t.depth:
+            raise NasfleetError(f"mixturegrowth: stage {i} of small_arch is deeper than target_arch's")
+        if [b.kernel for b in s.blocks] != [b.kernel for b in t.blocks[: s.depth]]:
             raise NasfleetError(
-                f"mixturegrowth grows width and expansion only: stage {i} of small_arch must have target_arch's "
-                "depth and kernels"
+                f"mixturegrowth grows width, expansion and depth: the blocks of stage {i} of small_arch must have "
+                "target_arch's kernels"
+            )
+        if s.depth < t.depth and s.depth < 2:
+            raise NasfleetError(
+                f"mixturegrowth grows a stage deeper from the templates of its last block after the first (the "
+                f"first reads another width): stage {i} of small_arch needs depth 2 or more to grow to {t.depth}"
             )
         if s.width > t.width or any(a.expand > b.expand for a, b in zip(s.blocks, t.blocks)):
             raise NasfleetError(f"mixturegrowth: stage {i} of small_arch is wider than target_arch's")
+
+
+_BLOCK_LAYER = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
+
+
+def depth_donors(names: list[str], small: ConvArch) -> dict[str, str]:
+    """Each layer of a block beyond the small network's depth: the same layer of its stage's last block.
+
+    Only stages of depth 2 or more donate: a stage's later blocks all have one shape, its first
+    another (see :func:`check_growth`).
+    """
+    donors = {}
+    for name in names:
+        match = _BLOCK_LAYER.match(name)
+        if match is None:
+            continue
+        stage, block, layer = int(match[1]), int(match[2]), match[3]
+        depth = small.stages[stage].depth
+        if block >= depth >= 2:
+            donors[name] = f"stages.{stage}.{depth - 1}.{layer}"
+    return donors
 
 
 class _ReadShapes(TorchFunctionMode):
@@ -109,7 +142,8 @@ class _ReadShapes(TorchFunctionMode):
 
 
 def block_shapes(supernet: nn.Module, space: MBConvSpace, small: ConvArch) -> dict[str, tuple[int, ...]]:
-    """Per weight tensor (2-D or more): the block the small architecture reads (output × input, full kernel)."""
+    """Per weight tensor (2-D or more) that the small architecture reads: the block it reads
+    (output × input, full kernel); the layers of deeper blocks take their donor's block shape."""
     weights = {name: p for name, p in supernet.named_parameters() if p.dim() >= 2}
     probe = _ReadShapes({id(p): name for name, p in weights.items()})
     example = torch.zeros(2, space.config.in_channels, space.config.image_size, space.config.image_size)
@@ -118,10 +152,9 @@ def block_shapes(supernet: nn.Module, space: MBConvSpace, small: ConvArch) -> di
     with torch.no_grad(), probe:
         supernet(example, small)
     supernet.train(was_training)
-    unread = [name for name in weights if name not in probe.extent]
-    if unread:
-        raise NasfleetError(f"mixturegrowth: the small architecture reads no part of {unread[0]}")
-    return {name: (*probe.extent[name][:2], *p.shape[2:]) for name, p in weights.items()}
+    read = {name: (*probe.extent[name][:2], *p.shape[2:]) for name, p in weights.items() if name in probe.extent}
+    grown = {name: read[donor] for name, donor in depth_donors(list(weights), small).items()}
+    return {**read, **grown}
 
 
 def tile(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -132,9 +165,15 @@ def tile(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class TemplateBank(nn.Module):
-    """One layer's templates ``[K, *block]`` and its blocks' coefficients ``[n_out, n_in, K]``."""
+    """One layer's templates ``[K, *block]`` and its blocks' coefficients ``[n_out, n_in, K]``.
 
-    def __init__(self, full: torch.Tensor, block: tuple[int, ...], count: int, generator: torch.Generator) -> None:
+    ``in_small``: the small network reads this layer's leading block (a layer of a block it does
+    not have: no part).
+    """
+
+    def __init__(
+        self, full: torch.Tensor, block: tuple[int, ...], count: int, generator: torch.Generator, in_small: bool = True,
+    ) -> None:
         super().__init__()
         self.full_shape = full.shape
         self.block = block
@@ -147,7 +186,7 @@ class TemplateBank(nn.Module):
         nn.init.orthogonal_(coefficients, generator=generator)
         self.coefficients = nn.Parameter(coefficients.view(n_out, n_in, count))
         small = torch.zeros(full.shape[:2], dtype=torch.bool)
-        small[: block[0], : block[1]] = True
+        small[: block[0], : block[1]] = in_small
         self.register_buffer("small_region", small.view(*full.shape[:2], *(1,) * (full.dim() - 2)), persistent=False)
 
     def generate(self) -> torch.Tensor:
@@ -159,26 +198,35 @@ def bank_key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def templates_key(name: str) -> str:
+    """Where the templates of weight ``name`` are in a :class:`TemplateMixedSupernet`'s state dict."""
+    return f"banks.{bank_key(name)}.templates"
+
+
 class TemplateMixedSupernet(nn.Module):
     """A supernet whose weight tensors are generated from per-layer template banks.
 
     ``forward(x, arch)`` generates the tensors and runs the supernet with them
     (``torch.func.functional_call``); :meth:`module_for` is a plain copy holding them, which is
     what extraction copies. With ``free_outside_small`` (the random-growth ablation) each tensor
-    outside the small architecture's region is the supernet's own.
+    outside the small architecture's region is the supernet's own. ``donors`` maps a layer of a
+    block beyond the small network's depth to the layer whose trained templates it starts from
+    when the network grows; weights neither network reads stay plain tensors.
     """
 
     def __init__(
         self, supernet: nn.Module, blocks: dict[str, tuple[int, ...]], templates: int, generator: torch.Generator,
-        free_outside_small: bool = False,
+        free_outside_small: bool = False, donors: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.supernet = supernet
         self.names = list(blocks)
+        self.donors = dict(donors or {})
         own = dict(supernet.named_parameters())
-        self.banks = nn.ModuleDict(
-            {bank_key(n): TemplateBank(own[n], blocks[n], templates, generator) for n in self.names}
-        )
+        self.banks = nn.ModuleDict({
+            bank_key(n): TemplateBank(own[n], blocks[n], templates, generator, in_small=n not in self.donors)
+            for n in self.names
+        })
         self.free_outside_small = free_outside_small
 
     def bank(self, name: str) -> TemplateBank:
@@ -254,7 +302,9 @@ class MixtureGrowthStrategy(TrainingStrategy):
         # global RNG the trainer draws from next does not move.
         generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
         free = self.params.phase == "grown" and self.params.new_weights == "random"
-        return TemplateMixedSupernet(supernet, blocks, self.params.templates, generator, free_outside_small=free)
+        donors = depth_donors(list(blocks), self.plan.small)
+        return TemplateMixedSupernet(supernet, blocks, self.params.templates, generator, free_outside_small=free,
+                                     donors=donors)
 
     def subnets_for_step(self, step: int, rng: np.random.Generator) -> list[SubnetTask]:
         return [SubnetTask(self.trained_arch, role=self.params.phase)]
@@ -266,14 +316,17 @@ def grown_state(
     """The grown network's starting weights from a trained small run's (the moment of growth).
 
     Everything the small run trained is kept. With ``templates``, the new blocks are the
-    untrained coefficient rows over the trained templates: new combinations. With ``random``, the
-    free tensors the grown network reads outside the small region are drawn afresh at the spread
-    of the layer's trained templates.
+    untrained coefficient rows over the trained templates: new combinations; a layer of a new,
+    deeper block first copies its donor layer's trained templates. With ``random``, the free
+    tensors the grown network reads outside the small region are drawn afresh at the spread of
+    the layer's trained templates (a new block's: its donor's).
     """
     state = dict(small_state)
+    for name, donor in model.donors.items():
+        state[templates_key(name)] = small_state[templates_key(donor)].clone()
     if new_weights == "random":
         own = dict(model.supernet.named_parameters())
         for name in model.names:
-            std = float(model.bank(name).templates.detach().std())
+            std = float(state[templates_key(name)].std())
             state[f"supernet.{name}"] = torch.randn(own[name].shape, generator=generator) * std
     return state

@@ -1,6 +1,6 @@
-"""MixtureGrowth: weights generated from template banks compute the supernet's function, growing keeps
-the small network and makes every new block a combination of its trained templates (and with
-``--new-weights random`` they are not), and ``nasfleet grow`` trains the grown network as an
+"""MixtureGrowth: weights generated from template banks compute the supernet's function, growing (wider
+or deeper) keeps the small network and makes every new block a combination of trained templates (and
+with ``--new-weights random`` they are not), and ``nasfleet grow`` trains the grown network as an
 ordinary run that exports exactly."""
 
 from __future__ import annotations
@@ -18,11 +18,17 @@ from nasfleet.orchestrator.train import job_strategy
 from nasfleet.strategies import build_strategy
 from nasfleet.strategies.mixturegrowth import TemplateMixedSupernet, narrowest
 from nasfleet.supernet import arch_to_json, extract, load_subnet, save_subnet
+from nasfleet.supernet.arch import ConvArch, StageChoice
 from nasfleet.supernet.registry import space_from_dict
 
 from conftest import TINY_SPACE, tiny_config
 
 SMALL_STEPS = 30
+DEEP_SPACE = {
+    "name": "mbconv", "stem_width": 8,
+    "stages": [{"widths": [8, 12], "depths": [2, 3], "kernels": [3], "expands": [2, 3], "stride": 1},
+               {"widths": [12, 16], "depths": [1], "kernels": [3], "expands": [2], "stride": 2}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +104,39 @@ def test_growing_keeps_the_small_network_and_recombines_its_templates(small_run:
     assert min(residuals["random"]) > 0.5  # fresh weights are not combinations of the templates
 
 
+def test_growing_deeper_combines_the_stages_last_trained_templates_in_the_new_block(tmp_path: Path) -> None:
+    space = space_from_dict(DEEP_SPACE)
+    small_arch = narrowest(space, space.smallest())  # stage 0 at depth 2; the target (largest) has 3
+    small_run = tmp_path / "small"
+    train_job(tiny_config(
+        small_run, space=DEEP_SPACE, optim={"steps": SMALL_STEPS, "lr": 0.1, "warmup_steps": 2},
+        strategy={"name": "mixturegrowth", "params": {"templates": 3, "small_arch": arch_to_json(small_arch)}},
+        checkpoint_every_steps=SMALL_STEPS,
+    ))
+    small = load_trained(small_run)
+    x = small.data.val.images[:16]
+    with torch.no_grad():
+        small_out = small.model.eval()(x, small_arch)
+    trained = small.model.bank("stages.0.1.expand.conv.weight").templates.detach()
+    residuals = {}
+    for mode in ("templates", "random"):
+        grow(small_run, tmp_path / mode, "--new-weights", mode)
+        grown = load_trained(tmp_path / mode)
+        model = job_strategy(grown.config, grown.space).build_model()
+        model.load_state_dict(torch.load(tmp_path / mode / "grown-init.pt", weights_only=True))
+        model.eval()
+        assert model.donors["stages.0.2.expand.conv.weight"] == "stages.0.1.expand.conv.weight"
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, small_arch), small_out, rtol=0, atol=1e-6)
+        weight = model.generate()["stages.0.2.expand.conv.weight"].detach()
+        o, i = model.bank("stages.0.2.expand.conv.weight").block[:2]
+        residuals[mode] = [span_residual(trained, weight[a:a + o, b:b + i])
+                           for a in range(0, weight.shape[0] - o + 1, o) for b in range(0, weight.shape[1] - i + 1, i)]
+        assert grown.step == 6
+    assert max(residuals["templates"]) < 1e-6  # the new block is made of the trained templates
+    assert min(residuals["random"]) > 0.5
+
+
 def test_the_grown_run_exports_the_target_network(small_run: Path, tmp_path: Path) -> None:
     grow(small_run, tmp_path / "grown")
     grown = load_trained(tmp_path / "grown")
@@ -114,8 +153,16 @@ def test_bad_growth_is_one_line_errors(small_run: Path, tmp_path: Path, capsys: 
     with pytest.raises(NasfleetError, match="wider than target_arch"):
         build_strategy("mixturegrowth", {"small_arch": arch_to_json(space.largest()),
                                          "target_arch": arch_to_json(narrowest(space, space.largest()))}, space)
-    with pytest.raises(NasfleetError, match="depth and kernels"):
+    with pytest.raises(NasfleetError, match="must have target_arch's kernels"):
         build_strategy("mixturegrowth", {"small_arch": arch_to_json(space.smallest())}, space)
+    narrow = narrowest(space, space.largest())
+    shallow = ConvArch(tuple(StageChoice(stage.width, stage.blocks[:1]) for stage in narrow.stages), space="mbconv")
+    with pytest.raises(NasfleetError, match="needs depth 2 or more to grow to 2"):
+        build_strategy("mixturegrowth", {"small_arch": arch_to_json(shallow)}, space)
+    deep = space_from_dict(DEEP_SPACE)
+    with pytest.raises(NasfleetError, match="deeper than target_arch"):
+        build_strategy("mixturegrowth", {"small_arch": arch_to_json(deep.largest()),
+                                         "target_arch": arch_to_json(deep.smallest())}, deep)
     with pytest.raises(NasfleetError, match="supports the mbconv space"):
         build_strategy("mixturegrowth", {}, space_from_dict({"name": "vit", "head_dim": 4, "embed_dims": [16],
                                                               "depths": [1], "heads": [1]}))
