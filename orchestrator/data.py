@@ -70,6 +70,17 @@ class DataSplits:
             raise NasfleetError(f"unknown split {name!r} (expected train, val or test)")
         return getattr(self, name)
 
+    def unigram_nats(self, name: str) -> float:
+        """Mean cross-entropy of split ``name``'s labels under the training labels' frequencies.
+
+        The baseline a model has to beat to have used its input at all: for a language model, the
+        per-byte loss of predicting every byte from how common it is (add-one smoothed over the
+        classes, so a class the training split lacks costs a finite amount).
+        """
+        counts = np.bincount(self.train.labels.numpy().reshape(-1), minlength=self.num_classes) + 1.0
+        labels = self.split(name).labels.numpy().reshape(-1)
+        return float(-np.log(counts[labels] / counts.sum()).mean())
+
 
 @dataclass(frozen=True)
 class DataShape:

@@ -63,6 +63,18 @@ def test_text_examples_are_next_bytes_and_the_splits_do_not_overlap() -> None:
     assert first_val == int(len(corpus) * 0.8) % 256
 
 
+def test_the_unigram_baseline_is_the_loss_of_predicting_bytes_by_their_training_frequency() -> None:
+    # Training text 'ab' repeated: a and b each half the training bytes; held-out text all 'a'.
+    corpus = np.frombuffer(b"ab" * 400 + b"a" * 200, dtype=np.uint8)
+    splits = text_splits(corpus, DataConfig(dataset="text", val_fraction=0.1, test_fraction=0.1), context=8)
+    counts = np.bincount(splits.train.labels.numpy().reshape(-1), minlength=256) + 1.0
+    assert splits.unigram_nats("test") == pytest.approx(-np.log(counts[ord("a")] / counts.sum()))
+    # It is the loss a model scores that ignores its input and outputs the training frequencies.
+    test = splits.test
+    logits = torch.log(torch.as_tensor(counts / counts.sum())).view(1, 256, 1).expand(len(test), 256, test.labels.shape[1])
+    assert splits.unigram_nats("test") == pytest.approx(torch.nn.functional.cross_entropy(logits, test.labels).item())
+
+
 def test_a_text_path_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_bytes(b"fine text\n" * 100)
     (tmp_path / "b.txt").write_bytes(b"\xff\xfe broken")
