@@ -14,12 +14,15 @@ default). Per seed, through the normal trainer and ``nasfleet grow``'s own funct
 - ``scratch (same compute)``: the same for grown steps plus the small steps scaled by the small
   network's share of the target's FLOPs (the growing arms' training compute).
 
+``--small-depths 2,2,2,2`` makes the small network shallower too (each stage cut to that depth):
+growth in width and depth.
+
 Each network is scored on the test split with batch norm re-estimated on 8 training batches, right
 after growth (no step of the grown phase) and after training. Training compute is
 3 × forward FLOPs × batch × steps.
 
     OMP_NUM_THREADS=1 python benchmarks/mixturegrowth.py [--small-steps 300] [--grown-steps 150] \\
-        [--seeds 0,1,2] [--templates 4] [--workdir runs/mixturegrowth-bench] [--name mixturegrowth]
+        [--seeds 0,1,2] [--templates 4] [--small-depths D,D,...] [--workdir runs/mixturegrowth-bench] [--name mixturegrowth]
 
 Finished runs in ``--workdir`` are reused, so a rerun only re-scores.
 """
@@ -41,7 +44,11 @@ from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
 from nasfleet.orchestrator.growth import grown_job, write_grown_weights
 from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import job_strategy
-from nasfleet.orchestrator.train.setup import load_initial_weights
+from nasfleet.orchestrator.train.setup import job_space, load_initial_weights
+from nasfleet.strategies.mixturegrowth import narrowest
+from nasfleet.supernet import arch_to_json
+from nasfleet.supernet.arch import ConvArch, StageChoice
+from nasfleet.supernet.mbconv import MBConvSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "orchestrator/configs/demo-fashion-mnist.yaml"
@@ -98,9 +105,21 @@ def gflops(run: TrainedSupernet, arch: Any, steps: int) -> float:
     return FORWARD_BACKWARD * run.space.flops(arch) * run.config.data.batch_size * steps / 1e9
 
 
+def shape_params(base: JobConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """The strategy parameters every arm shares: the templates, and the small network when it is shallower."""
+    if args.small_depths is None:
+        return {"templates": args.templates}
+    space = job_space(base)
+    assert isinstance(space, MBConvSpace)
+    narrow = narrowest(space, space.largest())
+    stages = tuple(StageChoice(stage.width, stage.blocks[:depth]) for stage, depth in zip(narrow.stages, args.small_depths))
+    return {"templates": args.templates, "small_arch": arch_to_json(ConvArch(stages, space=space.name))}
+
+
 def one_seed(base: JobConfig, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     root = args.workdir / f"s{seed}"
-    small, small_s = trained(job(base, root / "small", seed, args.small_steps, {"templates": args.templates}))
+    shared = shape_params(base, args)
+    small, small_s = trained(job(base, root / "small", seed, args.small_steps, shared))
     plan = job_strategy(small.config, small.space).plan
     small_gflops = gflops(small, plan.small, args.small_steps)
     rows = [{"seed": seed, "method": "small", "arch": "small", "steps": args.small_steps, "train_gflops": small_gflops,
@@ -116,7 +135,7 @@ def one_seed(base: JobConfig, seed: int, args: argparse.Namespace) -> list[dict[
     share = small.space.flops(plan.small) / small.space.flops(plan.target)
     for label, steps in (("same steps", args.small_steps + args.grown_steps),
                          ("same compute", args.grown_steps + round(args.small_steps * share))):
-        params = {"templates": args.templates, "phase": "grown"}
+        params = {**shared, "phase": "grown"}
         run, wall_s = trained(job(base, root / f"scratch-{label.replace(' ', '-')}", seed, steps, params))
         rows.append({"seed": seed, "method": f"scratch ({label})", "arch": "target", "steps": steps,
                      "train_gflops": gflops(run, plan.target, steps), "wall_s": wall_s, "at_growth": None,
@@ -137,7 +156,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, flops: dict[s
     lines = [
         "# MixtureGrowth vs random growth vs scratch (Fashion-MNIST demo space)",
         "",
-        f"Small network {flops['small']:.2f} MFLOPs, target (largest) {flops['target']:.2f} MFLOPs; "
+        f"Small network {flops['small']:.2f} MFLOPs (stage depths {args.small_depths or 'as the target'}), "
+        f"target (largest) {flops['target']:.2f} MFLOPs; "
         f"{args.templates} templates per layer; small phase {args.small_steps} steps, grown phase {args.grown_steps} steps; "
         "batch 64, the demo recipe (SGD 0.1, cosine, label smoothing 0.1), one process, 1 thread. "
         "Test accuracy in %, BN re-estimated on 8 training batches.",
@@ -172,13 +192,15 @@ def main() -> None:
     parser.add_argument("--grown-steps", type=int, default=150)
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--templates", type=int, default=4)
+    parser.add_argument("--small-depths", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="each stage's depth in the small network (default: the target's)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs/mixturegrowth-bench")
     parser.add_argument("--name", default="mixturegrowth", help="results file name under benchmarks/results/")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = load_config(BASE)
     rows = [row for seed in args.seeds for row in one_seed(base, seed, args)]
-    probe = job(base, args.workdir / "probe", 0, 1, {"templates": args.templates})
+    probe = job(base, args.workdir / "probe", 0, 1, shape_params(base, args))
     space = load_trained(args.workdir / f"s{args.seeds[0]}" / "small").space
     plan = job_strategy(probe, space).plan
     flops = {"small": space.flops(plan.small) / 1e6, "target": space.flops(plan.target) / 1e6}
