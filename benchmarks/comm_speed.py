@@ -15,7 +15,8 @@ answer in the same run:
 A third table times all-to-all (pairwise and direct, 1 GiB per rank) at 1,024, 8,192 and
 32,768 hosts under ``spray`` and ``split``, and pairwise under ``ecmp`` up to 8,192 hosts:
 on these healthy symmetric fabrics ``simulate()`` takes its all-to-all fast path
-(:mod:`nasfleet.comm.symmetric`; equal to the general engine, which the tests check).
+(:mod:`nasfleet.comm.symmetric`; equal to the general engine, which the tests check). Direct
+all-to-all under ``ecmp`` has no fast path; its 1,024-host row is the general engine.
 
 A second table times harder flow-level cases (halving-doubling under ECMP, direct
 all-reduce and pairwise all-to-all on the 256-GPU fabric), where hashing makes many
@@ -56,9 +57,9 @@ EXTRA = [
 ]
 
 
-# (hosts, algorithm, routing) of the all-to-all table; direct ECMP has no fast path
+# (hosts, algorithm, routing) of the all-to-all table; direct ECMP has no fast path: the general engine runs it at 1,024
 ALLTOALL = [(h, a, r) for h in (1024, 8192, 32768) for a in ("pairwise", "direct") for r in ("spray", "split", "ecmp")
-            if r != "ecmp" or (a == "pairwise" and h <= 8192)]
+            if r != "ecmp" or h <= (8192 if a == "pairwise" else 1024)]
 
 
 def fabric(hosts: int):

@@ -125,38 +125,44 @@ def simulate_step(transfers: Transfers, capacity_bytes_per_s: np.ndarray, warm_s
     """Completion time of a step whose transfers all start at time 0.
 
     ``warm_start=False`` re-solves the rates from scratch at every completion (the
-    reference the warm start is tested against).
+    reference the warm start is tested against). Once half of the problem's transfers
+    have finished, it is rebuilt over the active ones: a round then costs what is left,
+    not what the step started with (a direct all-to-all under ECMP finishes its million
+    flows over a thousand rounds).
     """
+    num_transfers = transfers.num_transfers
+    done_at = np.zeros(num_transfers)
+    # Everything below is indexed by position in ``held``, the transfers the current problem holds.
+    held = np.arange(num_transfers)
     remaining = transfers.size_bytes.astype(np.float64).copy()
-    has_links = np.diff(transfers.incidence.indptr) > 0
-    active = has_links & (remaining > 0)
-    done_at = np.zeros(len(remaining))
-    now, rounds = 0.0, 0
-    problem = FairShare.build(transfers.incidence, capacity_bytes_per_s, transfers.share)
-    level = np.zeros(len(remaining))
-    finishing = np.zeros(len(remaining), dtype=bool)
-    rates = np.zeros(len(remaining))
-    initial_rates = None
+    share = transfers.share
+    active = (np.diff(transfers.incidence.indptr) > 0) & (remaining > 0)
+    now, rounds, restart = 0.0, 0, None
+    problem = FairShare.build(transfers.incidence, capacity_bytes_per_s, share)
+    rates = np.zeros(num_transfers)
+    initial_rates = np.zeros(num_transfers)
     while active.any():
-        if warm_start and finishing.any():
+        if 2 * int(active.sum()) < len(held):
+            held, remaining, share, rates, active = held[active], remaining[active], share[active], rates[active], active[active]
+            problem = FairShare.build(transfers.incidence[held], capacity_bytes_per_s, share)
+        if warm_start and restart is not None:
             # Filling below the lowest level of the transfers that just left is
             # unchanged by their leaving: keep those rates and resume from there.
-            restart = level[finishing].min()
-            keep = active & (level < restart * (1 - 1e-9))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                keep = active & (rates / share < restart * (1 - 1e-9))
             rates = problem.rates(active, keep, rates, restart)
         else:
             rates = problem.rates(active)
-        if initial_rates is None:
-            initial_rates = rates.copy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            level = np.where(active, rates / transfers.share, np.inf)
-        left = np.full(len(remaining), np.inf)
+        if rounds == 0:
+            initial_rates[held] = rates
+        left = np.full(len(held), np.inf)
         left[active] = remaining[active] / rates[active]
         dt = left.min()
         finishing = active & (left <= dt * (1 + _REL_TOL))
+        restart = float((rates[finishing] / share[finishing]).min())
         now += dt
         remaining[active] -= rates[active] * dt
-        done_at[finishing] = now
+        done_at[held[finishing]] = now
         remaining[finishing] = 0.0
         active &= ~finishing
         rounds += 1
@@ -165,6 +171,5 @@ def simulate_step(transfers: Transfers, capacity_bytes_per_s: np.ndarray, warm_s
     np.maximum.at(flow_finish, transfers.flow, arrival)
     flow_sent = np.zeros(transfers.num_flows)
     np.maximum.at(flow_sent, transfers.flow, done_at)
-    initial = np.zeros(len(remaining)) if initial_rates is None else initial_rates
-    flow_initial = np.bincount(transfers.flow, weights=initial, minlength=transfers.num_flows)
+    flow_initial = np.bincount(transfers.flow, weights=initial_rates, minlength=transfers.num_flows)
     return StepTiming(float(arrival.max(initial=0.0)), arrival, flow_finish, rounds, flow_sent, flow_initial)
