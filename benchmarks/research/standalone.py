@@ -100,12 +100,16 @@ def mean_scores(runs: Sequence[ImageScores]) -> ImageScores:
 
 @torch.no_grad()
 def score_images(forward: Callable[[torch.Tensor], torch.Tensor], data: ImageSet) -> ImageScores:
-    """Correctness (argmax) and cross-entropy of every image of ``data`` under ``forward`` (logits)."""
+    """Correctness (argmax) and cross-entropy of every label of ``data`` under ``forward`` (logits).
+
+    Classes are on dimension 1 for images ([B, C]) and for token sequences ([B, V, T], one label
+    per position), so a text set is scored per token.
+    """
     correct, nll = [], []
     for images, labels in iterate_batches(data, EVAL_BATCH_SIZE):
         logits = forward(images)
-        correct.append((logits.argmax(dim=-1) == labels).numpy())
-        nll.append(F.cross_entropy(logits.double(), labels, reduction="none").numpy())
+        correct.append((logits.argmax(dim=1) == labels).numpy().reshape(-1))
+        nll.append(F.cross_entropy(logits.double(), labels, reduction="none").numpy().reshape(-1))
     return ImageScores(np.concatenate(correct), np.concatenate(nll))
 
 
