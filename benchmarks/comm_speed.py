@@ -240,7 +240,7 @@ def main() -> None:
         )
     lines += [
         "",
-        "All-to-all, 1 GiB per rank, flow level (fast path; ECMP seed 0)"
+        "All-to-all, 1 GiB per rank, flow level (fast path, except direct under ECMP: the general engine; ECMP seed 0)"
         + (f". {args.note}" if args.note else "") + ":",
         "",
         "| hosts | algorithm | routing | steps | flows | subflows | distinct solves | CCT (ms) | wall (s) | peak mem (MiB) |",
