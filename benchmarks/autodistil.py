@@ -104,12 +104,16 @@ def teacher_weights(sandwich: Any, root: Path, args: argparse.Namespace) -> str:
             result_model = space.build_standalone(space.largest())
             supernet = space.build_supernet()
         result = train_standalone(sandwich.config, space.largest(), sandwich.data, init=result_model)
-        score = result.nll["test"] if is_lm(args) else result.accuracy["test"]
-        path.with_suffix(".score").write_text(f"{score}\n")
+        path.with_suffix(".score").write_text(f"{standalone_test_score(result, args)}\n")
         missing, unexpected = supernet.load_state_dict(result_model.state_dict(), strict=False)
         assert not unexpected and not [k for k in missing if k in dict(supernet.named_parameters())], (missing, unexpected)
         torch.save(supernet.state_dict(), path)
     return str(path)
+
+
+def standalone_test_score(result: Any, args: argparse.Namespace) -> float:
+    """A stand-alone training's test accuracy (ViT) or test loss in nats per byte (LM)."""
+    return float(result.nll["test"] if is_lm(args) else result.accuracy["test"])
 
 
 def teacher_score(sandwich: Any, teacher_file: str, args: argparse.Namespace) -> float:
@@ -133,8 +137,7 @@ def finetuned_score(trained: Any, source: torch.nn.Module, arch: Arch, args: arg
     """Test accuracy (ViT) or test loss in nats per byte (LM) after fine-tuning ``arch`` from ``source``'s weights."""
     optim = trained.config.optim.model_copy(update={"steps": args.finetune, "warmup_steps": max(1, args.finetune // 10), "lr": args.finetune_lr})
     recipe = trained.config.model_copy(update={"seed": seed, "optim": optim})
-    result = train_standalone(recipe, arch, trained.data, init=extract(source, trained.space, arch))
-    return result.nll["test"] if is_lm(args) else result.accuracy["test"]
+    return standalone_test_score(train_standalone(recipe, arch, trained.data, init=extract(source, trained.space, arch)), args)
 
 
 def inherited_val_score(trained: Any, arch: Arch, lm: bool) -> float:
@@ -159,6 +162,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     teacher_file = teacher_weights(sandwich, root, args) if args.teacher == "standalone" else \
         str(Path(latest_checkpoint(str(sandwich.config.run_dir))) / "supernet.pt")
     teacher = load_teacher(sandwich.space, teacher_file).eval()
+    teacher_test = teacher_score(sandwich, teacher_file, args)
     x_val = sandwich.data.val.images[:256]
     rows = []
     for i in range(args.subspaces):
@@ -174,7 +178,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         inherited = [inherited_val_score(sandwich, a, is_lm(args)) for a in candidates]
         ad_pick, sw_pick = candidates[int(np.argmin(proxy))], candidates[int(np.argmax(inherited))]
         rows.append({
-            "seed": seed, "subspace": i, "teacher": teacher_score(sandwich, teacher_file, args),
+            "seed": seed, "subspace": i, "teacher": teacher_test,
             "autodistil_arch": arch_to_json(ad_pick), "autodistil_params": ad.space.params(ad_pick),
             "sandwich_arch": arch_to_json(sw_pick), "sandwich_params": ad.space.params(sw_pick),
             "autodistil": finetuned_score(ad, student, ad_pick, args, seed),
