@@ -78,6 +78,13 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-5, ge=0)
     warmup_steps: NonNegativeInt = 50
+    grad_clip_norm: PositiveFloat | None = None
+    """Clip the step's gradient to this global L2 norm before the update (off by default).
+
+    One setting for every launcher: in one process the torch backend clips, under DeepSpeed the
+    engine clips the all-reduced gradient (its ``gradient_clipping``), so both runs clip the same
+    vector. A high learning rate with momentum can blow up on one rare batch; this bounds that step.
+    """
 
 
 class EvalConfig(_Strict):

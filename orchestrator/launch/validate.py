@@ -125,6 +125,12 @@ def validate_job(job: JobConfig) -> None:
         raise NasfleetError(f"launch.kind {launch.kind}: ranks publish into a shared folder; run_dir cannot be a URI")
     if launch.distributed:
         check_deepspeed(launch.deepspeed, launch.gpu)
+        clipping = launch.deepspeed.get("gradient_clipping", 0)
+        if clipping and clipping != job.optim.grad_clip_norm:
+            raise NasfleetError(
+                f"DeepSpeed config sets gradient_clipping {clipping}: set optim.grad_clip_norm instead "
+                "(one setting clips every launcher, one process included)"
+            )
         stage = zero_stage(launch.deepspeed)
         if stage > strategy.max_zero_stage:
             raise NasfleetError(

@@ -61,17 +61,24 @@ class TorchBackend:
     name: BackendName = "torch"
 
     def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        grad_clip_norm: float | None = None,
     ) -> None:
         self.model = self.module = model
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.grad_clip_norm = grad_clip_norm
         self.device = torch.device("cpu")
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
     def step(self) -> float:
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -124,8 +131,10 @@ class AllReduceTimer:
         return seconds
 
 
-def deepspeed_config_for(settings: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    """The job's DeepSpeed settings plus what the trainer owns: batch sizes and accumulation."""
+def deepspeed_config_for(
+    settings: dict[str, Any], batch_size: int, grad_clip_norm: float | None = None
+) -> dict[str, Any]:
+    """The job's DeepSpeed settings plus what the trainer owns: batch sizes, accumulation and clipping."""
     # The "nasfleet" section says what hardware a file is for (checked at validation); DeepSpeed never sees it.
     merged = {k: v for k, v in settings.items() if k not in ("train_batch_size", "nasfleet")}
     # ZeRO partitions any torch optimizer's state, but refuses ones outside its own list
@@ -137,6 +146,8 @@ def deepspeed_config_for(settings: dict[str, Any], batch_size: int) -> dict[str,
         managed_gradient_accumulation=False,
         steps_per_print=10**9,
     )
+    if grad_clip_norm is not None:  # optim.grad_clip_norm; validation refuses a second, different value
+        merged["gradient_clipping"] = grad_clip_norm
     return merged
 
 
@@ -166,13 +177,14 @@ class DeepSpeedBackend:
         settings: dict[str, Any],
         batch_size: int,
         gradient_scale: float = 1.0,
+        grad_clip_norm: float | None = None,
     ) -> None:
         """``gradient_scale`` multiplies every loss before backward (``loop.make_backend`` says why)."""
         import deepspeed
 
         prepare_deepspeed_cpu()
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config_for(settings, batch_size)
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config_for(settings, batch_size, grad_clip_norm),
         )
         self.gradient_scale = gradient_scale
         use_safe_loading(self.engine)

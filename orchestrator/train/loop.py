@@ -101,9 +101,9 @@ def make_backend(job: JobConfig, setup: RankSetup, world: int = 1, shards: int =
     if job.launch.distributed:
         return DeepSpeedBackend(
             setup.model, setup.optimizer, setup.scheduler, job.launch.deepspeed, job.data.batch_size,
-            gradient_scale=world / shards,
+            gradient_scale=world / shards, grad_clip_norm=job.optim.grad_clip_norm,
         )
-    return TorchBackend(setup.model, setup.optimizer, setup.scheduler)
+    return TorchBackend(setup.model, setup.optimizer, setup.scheduler, job.optim.grad_clip_norm)
 
 
 def data_parallel_shards(job: JobConfig, world: int) -> int:

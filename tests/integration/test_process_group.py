@@ -166,3 +166,30 @@ def test_a_failed_resume_puts_the_previous_config_back(tmp_path: Path) -> None:
     assert "trained in one process (launch.kind local): resume it the same way" in result.stderr
     assert (run_dir / "config.yaml").read_bytes() == written
     assert latest_checkpoint(str(run_dir)).endswith("checkpoint_00000012")
+
+
+def test_deepspeed_clips_the_step_gradient_as_one_process_does(tmp_path: Path) -> None:
+    """optim.grad_clip_norm is one setting for both backends: DeepSpeed's engine (one torchrun rank) ends a
+    clipped step on the weights of the torch backend's clipped step, and away from its own unclipped one."""
+    optim = {"steps": 1, "lr": 0.5, "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0, "grad_clip_norm": 0.01}
+    runs = {}
+    for name, clip, launcher in (("one", 0.01, None), ("deepspeed", 0.01, "torchrun"), ("free", None, "torchrun")):
+        run_dir, config = tmp_path / name, tmp_path / f"{name}.yaml"
+        job = tiny_config(run_dir, optim={**optim, "grad_clip_norm": clip}, checkpoint_every_steps=1, log_every_steps=1)
+        config.write_text(yaml.safe_dump(job.model_dump(mode="json")))
+        if launcher is None:
+            result = nasfleet_forked("train", "--config", str(config), "--no-progress", cwd=tmp_path)
+        else:
+            one_rank = [LAUNCHERS["torchrun"][0], "--standalone", "--nproc-per-node", "1", *LAUNCHERS["torchrun"][4:]]
+            result = subprocess.run(
+                [*one_rank, "train", "--config", str(config), "--launcher", launcher],
+                capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = read_supernet(str(latest_checkpoint(str(run_dir))))[0]
+
+    def largest_difference(a: str, b: str) -> float:
+        return max((runs[a][k].double() - runs[b][k].double()).abs().max().item() for k in runs[a])
+
+    assert largest_difference("one", "deepspeed") <= 1e-6  # measured: 0.0
+    assert largest_difference("deepspeed", "free") > 1e-3  # measured: 0.17

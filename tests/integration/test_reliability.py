@@ -202,6 +202,7 @@ DEEPSPEED_CASES = params(
     deepspeed_case("yaml-list", "- 1\n", "must be a JSON object", name="ds.yaml"),
     deepspeed_case("optimizer-block", '{"optimizer": {"type": "Adam", "params": {"lr": 0.001}}}', "'optimizer' block"),
     deepspeed_case("scheduler-block", '{"scheduler": {"type": "WarmupLR"}}', "'scheduler' block"),
+    deepspeed_case("clipping-in-deepspeed", '{"gradient_clipping": 1.0}', "set optim.grad_clip_norm instead"),
     deepspeed_case("not-json", '{"fp16": ', "not valid JSON"),
     deepspeed_case("not-utf8", b'{"fp16": "\xff"}', "not UTF-8"),
     deepspeed_case("requires-tpu", '{"nasfleet": {"requires": "tpu"}}', "nasfleet.requires must be one of cpu, gpu, any"),

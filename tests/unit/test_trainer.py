@@ -111,3 +111,27 @@ def test_evaluation_reports_bounds_and_random_subnets_and_leaves_the_supernet_un
     assert results[-1].accuracy["val"] > 0.3  # 12 steps already beat chance (0.1) by far
     for key, value in trained.model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_grad_clip_norm_scales_the_whole_step_gradient_down_to_that_norm(tmp_path: Path) -> None:
+    """One SGD step without momentum or decay moves the weights by lr × the clipped gradient, so two
+    runs clipped at c and 2c from the same start differ by lr·c along the unclipped gradient."""
+    lr, clip = 0.5, 1e-2
+
+    def one_step(name: str, grad_clip_norm: float | None) -> dict[str, torch.Tensor]:
+        optim = {"steps": 1, "lr": lr, "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0,
+                 "grad_clip_norm": grad_clip_norm}
+        config = tiny_config(tmp_path / name, optim=optim, checkpoint_every_steps=1, log_every_steps=1)
+        train_job(config)
+        state = load_trained(config.run_dir).model.state_dict()
+        return {k: v for k, v in state.items() if v.is_floating_point() and "running" not in k}
+
+    def flat(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([(a[k].double() - b[k].double()).flatten() for k in a])
+
+    unclipped, at_c, at_2c = one_step("free", None), one_step("c", clip), one_step("2c", 2 * clip)
+    c_step = flat(at_c, at_2c)
+    assert c_step.norm().item() == pytest.approx(lr * clip, rel=1e-3)  # float32 weights round each element's change
+    free_step = flat(at_c, unclipped)  # lr·(|g| − c) along the same direction: the raw norm was far above c
+    assert free_step.norm().item() > 10 * lr * clip
+    assert torch.nn.functional.cosine_similarity(c_step, free_step, dim=0).item() == pytest.approx(1.0, abs=1e-4)
