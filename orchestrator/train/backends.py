@@ -183,9 +183,8 @@ class DeepSpeedBackend:
         import deepspeed
 
         prepare_deepspeed_cpu()
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config_for(settings, batch_size, grad_clip_norm),
-        )
+        config = deepspeed_config_for(settings, batch_size, grad_clip_norm)
+        self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
         self.gradient_scale = gradient_scale
         use_safe_loading(self.engine)
         self.model = self.engine
