@@ -38,19 +38,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from _common import write_results
+from _common import lm_job_data, trained_run, warmup_share, write_results
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
-from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
-from nasfleet.orchestrator.launch import train_job
+from nasfleet.orchestrator.evaluate import evaluate_arch
 from nasfleet.orchestrator.train import job_strategy, latest_checkpoint
 from nasfleet.research.standalone import train_standalone
 from nasfleet.strategies.autodistil import AutoDistilStrategy, last_layer_qkv, load_teacher, self_attention_kl
@@ -58,7 +55,6 @@ from nasfleet.supernet import Arch, arch_to_json, extract
 
 VIT_SPACE = {"name": "vit", "head_dim": 8, "embed_dims": [32, 48, 64], "depths": [1, 2, 3], "heads": [1, 2, 4],
              "mlp_ratios": [1.0, 2.0, 3.0]}
-LM_CONFIG = Path(__file__).resolve().parents[1] / "orchestrator/configs/lm.yaml"
 ROW_ARGS = ("teacher", "steps", "lr", "subspaces", "candidates", "finetune", "finetune_lr", "distill_lr", "label_weight")
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
@@ -66,18 +62,15 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 def base_job(task: str) -> dict[str, Any]:
     """The job everything of a task shares; the LM's is lm.yaml's (its data, space and momentum)."""
     if task == "lm":
-        data = yaml.safe_load(LM_CONFIG.read_text())
-        data.pop("search", None)
-        return data
+        return lm_job_data()
     return {"space": VIT_SPACE, "data": {"dataset": "digits", "batch_size": 32},
             "eval": {"calibration_batches": 1, "random_subnets": 1}, "launch": {"threads": 1}}
 
 
 def job(task: str, run_dir: Path, seed: int, steps: int, strategy: dict[str, Any], lr: float) -> JobConfig:
     data = base_job(task)
-    recipe = data.get("optim", {"steps": 20, "warmup_steps": 1})  # the LM keeps lm.yaml's share of warm-up steps
-    warmup = max(1, round(recipe["warmup_steps"] * steps / recipe["steps"]))
-    optim = {**data.get("optim", {}), "steps": steps, "lr": lr, "warmup_steps": warmup}
+    recipe = data.get("optim", {"steps": 20, "warmup_steps": 1})
+    optim = {**data.get("optim", {}), "steps": steps, "lr": lr, "warmup_steps": warmup_share(recipe, steps)}
     data.update(run_dir=str(run_dir), seed=seed, strategy=strategy, optim=optim,
                 checkpoint_every_steps=steps, log_every_steps=max(1, steps // 4))
     return config_from_dict(data)
@@ -85,13 +78,6 @@ def job(task: str, run_dir: Path, seed: int, steps: int, strategy: dict[str, Any
 
 def is_lm(args: argparse.Namespace) -> bool:
     return bool(args.task == "lm")
-
-
-def trained_run(config: JobConfig) -> Any:
-    if not (Path(config.run_dir) / "config.yaml").exists() or load_trained(config.run_dir).step < config.optim.steps:
-        shutil.rmtree(config.run_dir, ignore_errors=True)
-        train_job(config)
-    return load_trained(config.run_dir)
 
 
 def teacher_weights(sandwich: Any, root: Path, args: argparse.Namespace) -> str:
@@ -157,7 +143,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     cached = rows_file(root, args)
     if cached.is_file():
         return list(json.loads(cached.read_text()))
-    sandwich = trained_run(job(args.task, root / f"sandwich-lr{args.lr:g}", seed, args.steps, {"name": "sandwich", "params": {"num_random": 1}},
+    sandwich, _ = trained_run(job(args.task, root / f"sandwich-lr{args.lr:g}", seed, args.steps, {"name": "sandwich", "params": {"num_random": 1}},
                                args.lr))
     teacher_file = teacher_weights(sandwich, root, args) if args.teacher == "standalone" else \
         str(Path(latest_checkpoint(str(sandwich.config.run_dir))) / "supernet.pt")
@@ -167,7 +153,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for i in range(args.subspaces):
         params = {"subspaces": args.subspaces, "subspace": i, "teacher_weights": teacher_file, "label_weight": args.label_weight}
-        ad = trained_run(job(args.task, root / f"autodistil-{i}-labels{args.label_weight:g}-lr{args.distill_lr:g}-{args.teacher}", seed,
+        ad, _ = trained_run(job(args.task, root / f"autodistil-{i}-labels{args.label_weight:g}-lr{args.distill_lr:g}-{args.teacher}", seed,
                              args.steps // args.subspaces, {"name": "autodistil", "params": params}, args.distill_lr))
         strategy = job_strategy(ad.config, ad.space)
         assert isinstance(strategy, AutoDistilStrategy)

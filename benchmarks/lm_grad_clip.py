@@ -4,7 +4,7 @@ lm.yaml's recipe (sandwich, Nesterov SGD at lr 0.3, momentum 0.9) sometimes sits
 plateau for over a thousand steps and, on one of three seeds, went to NaN. Each seed trains that
 recipe twice, without clipping and with ``optim.grad_clip_norm``, and reports the test loss (nats
 per byte) of the smallest and largest subnets beside the unigram baseline. Finished runs in
-``--workdir`` are reused; ``--only`` runs one (seed, clip) pair, so pairs can run as parallel processes.
+``--workdir`` are reused (an interrupted one starts over); ``--only`` runs one (seed, clip) pair, so pairs can run as parallel processes.
 
     python benchmarks/lm_grad_clip.py --seeds 0,1,2 --steps 1200 --clip 1.0
 """
@@ -14,37 +14,26 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 
-from _common import write_results
+from _common import lm_job_data, trained_run, warmup_share, write_results
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
 from nasfleet.orchestrator.data import load_data
-from nasfleet.orchestrator.evaluate import evaluate_standard_subnets, load_trained
-from nasfleet.orchestrator.launch import train_job
-
-LM_CONFIG = Path(__file__).resolve().parents[1] / "orchestrator/configs/lm.yaml"
+from nasfleet.orchestrator.evaluate import evaluate_standard_subnets
 
 
 def job(run_dir: Path, seed: int, steps: int, clip: float | None) -> JobConfig:
-    data: dict[str, Any] = yaml.safe_load(LM_CONFIG.read_text())
-    data.pop("search", None)
-    recipe = data["optim"]
-    warmup = max(1, round(recipe["warmup_steps"] * steps / recipe["steps"]))  # lm.yaml's share of warm-up
-    data.update(
-        run_dir=str(run_dir), seed=seed, optim={**recipe, "steps": steps, "warmup_steps": warmup, "grad_clip_norm": clip},
-        checkpoint_every_steps=steps, log_every_steps=max(1, steps // 12),
-    )
+    data = lm_job_data()
+    optim = {**data["optim"], "steps": steps, "warmup_steps": warmup_share(data["optim"], steps), "grad_clip_norm": clip}
+    data.update(run_dir=str(run_dir), seed=seed, optim=optim, checkpoint_every_steps=steps, log_every_steps=max(1, steps // 12))
     return config_from_dict(data)
 
 
 def test_nats(config: JobConfig) -> dict[str, float]:
     """Test loss of the smallest and largest subnets (NaN where the run diverged)."""
-    if not (Path(config.run_dir) / "config.yaml").exists() or load_trained(config.run_dir).step < config.optim.steps:
-        train_job(config, resume=(Path(config.run_dir) / "config.yaml").exists())
-    results = evaluate_standard_subnets(load_trained(config.run_dir), splits=("test",), random_subnets=0)
+    run, _ = trained_run(config)
+    results = evaluate_standard_subnets(run, splits=("test",), random_subnets=0)
     return {r.role: float(r.loss_nats["test"]) for r in results}
 
 
@@ -87,7 +76,7 @@ def main() -> None:
     ]
     lines += [f"| {r['seed']} | {r['clip']} | {r['smallest']:.3f} | {r['largest']:.3f} |" for r in rows]
     below = {c: sum(1 for r in rows if r["clip"] == c and r["largest"] < unigram - 0.1) for c in ("none", label(args.clip))}
-    lines += ["", f"Seeds whose largest subnet ends over 0.1 nats below unigram: "
+    lines += ["", "Seeds whose largest subnet ends over 0.1 nats below unigram: "
               + ", ".join(f"clip {c}: {n} of {len(seeds)}" for c, n in below.items()) + "."]
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
     write_results(args.name, {"args": vars(args), "unigram_test_nats": unigram, "rows": clean}, "\n".join(lines) + "\n")

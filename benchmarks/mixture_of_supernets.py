@@ -37,11 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import write_results
-from nasfleet.orchestrator.config import JobConfig, config_from_dict, load_config
+from _common import shortened_job, trained_run, write_results
+from nasfleet.orchestrator.config import JobConfig, load_config
 from nasfleet.orchestrator.data import BatchStream, load_data
-from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
-from nasfleet.orchestrator.launch import train_job
+from nasfleet.orchestrator.evaluate import evaluate_arch
 from nasfleet.orchestrator.train import job_space, job_strategy
 from nasfleet.strategies import TaskOutputs
 from nasfleet.supernet import Arch, SearchSpace
@@ -89,34 +88,6 @@ def one_arch_space(space_cfg: dict[str, Any], arch: Arch) -> dict[str, Any]:
     return cfg
 
 
-def job(base: JobConfig, run_dir: Path, seed: int, steps: int, strategy: str, params: dict[str, Any],
-        space: dict[str, Any] | None = None) -> JobConfig:
-    data = base.model_dump(mode="json")
-    data.update(run_dir=str(run_dir), seed=seed, strategy={"name": strategy, "params": params},
-                checkpoint_every_steps=steps, log_every_steps=max(1, steps // 4))
-    data["optim"] = {**data["optim"], "steps": steps, "warmup_steps": min(data["optim"]["warmup_steps"], steps // 10)}
-    data["launch"] = {**data.get("launch", {}), "threads": 1}
-    if space is not None:
-        data["space"] = space
-    return config_from_dict(data)
-
-
-def trained_run(config: JobConfig) -> tuple[Any, float]:
-    """The finished run (trained now unless the folder holds it already) and its training wall time."""
-    marker = Path(config.run_dir) / "train_wall_s.txt"
-    try:
-        run = load_trained(config.run_dir)
-        if run.step == config.optim.steps and marker.is_file():
-            return run, float(marker.read_text())
-    except Exception:  # no finished run there yet
-        pass
-    started = time.perf_counter()
-    train_job(config)
-    wall_s = time.perf_counter() - started
-    marker.write_text(f"{wall_s}\n")
-    return load_trained(config.run_dir), wall_s
-
-
 def score(run: Any, arch: Arch, text: bool) -> float:
     result = evaluate_arch(run, arch, ("test",))
     return result.loss_nats["test"] if text else result.accuracy["test"]
@@ -124,8 +95,8 @@ def score(run: Any, arch: Arch, text: bool) -> float:
 
 def step_time_pairs(base: JobConfig, params: dict[str, Any], pairs: int) -> list[tuple[float, float]]:
     """(plain, mixture) seconds of one sandwich step's forwards and backwards, alternated on one batch."""
-    plain_job = job(base, Path("unused"), 0, 100, "sandwich", params)
-    mos_job = job(base, Path("unused"), 0, 100, MOS, params)
+    plain_job = shortened_job(base, Path("unused"), 0, 100, "sandwich", params)
+    mos_job = shortened_job(base, Path("unused"), 0, 100, MOS, params)
     data = load_data(base.data)
     images, labels = BatchStream(data.train, base.data.batch_size, 0).batch(0)
     runners = []
@@ -161,7 +132,7 @@ def run_task(name: str, steps: int, seeds: list[int], workdir: Path, pairs: int,
     for seed in seeds:
         for arm in arms:
             strategy, extra = ARMS[arm]
-            config = job(base, workdir / f"{name}-{arm}-s{seed}", seed, steps, strategy, {**params, **extra})
+            config = shortened_job(base, workdir / f"{name}-{arm}-s{seed}", seed, steps, strategy, {**params, **extra})
             run, wall_s = trained_run(config)
             walls[arm].append(wall_s)
             for role, arch in archs.items():
@@ -169,7 +140,7 @@ def run_task(name: str, steps: int, seeds: list[int], workdir: Path, pairs: int,
             print(f"{name} seed {seed} {arm}: {[round(rows[arm][r][-1], 4) for r in ROLES]} ({wall_s:.0f} s)")
         for role, arch in archs.items():
             narrow = one_arch_space(base.space.model_dump(mode="json"), arch)
-            run, _ = trained_run(job(base, workdir / f"{name}-alone-{role}-s{seed}", seed, steps, "uniform", {}, narrow))
+            run, _ = trained_run(shortened_job(base, workdir / f"{name}-alone-{role}-s{seed}", seed, steps, "uniform", {}, narrow))
             rows["stand-alone"][role].append(score(run, run.space.largest(), text))
         print(f"{name} seed {seed} stand-alone: {[round(rows['stand-alone'][r][-1], 4) for r in ROLES]}")
     timing = step_time_pairs(base, params, pairs)

@@ -30,19 +30,18 @@ Finished runs in ``--workdir`` are reused, so a rerun only re-scores.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from _common import write_results
-from nasfleet.orchestrator.config import JobConfig, config_from_dict, load_config
+from _common import WALL_TIME_FILE, shortened_job, trained_run, write_results
+from nasfleet.orchestrator.config import JobConfig, load_config
 from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
 from nasfleet.orchestrator.growth import grown_job, write_grown_weights
-from nasfleet.orchestrator.launch import train_job
 from nasfleet.orchestrator.train import job_strategy
 from nasfleet.orchestrator.train.setup import job_space, load_initial_weights
 from nasfleet.strategies.mixturegrowth import narrowest
@@ -57,32 +56,15 @@ FORWARD_BACKWARD = 3
 
 
 def job(base: JobConfig, run_dir: Path, seed: int, steps: int, params: dict[str, Any]) -> JobConfig:
-    data = base.model_dump(mode="json")
     smoothing = base.strategy.params.get("label_smoothing", 0.0)
-    data.update(run_dir=str(run_dir), seed=seed, search=None,
-                strategy={"name": "mixturegrowth", "params": {"label_smoothing": smoothing, **params}},
-                checkpoint_every_steps=steps, log_every_steps=max(1, steps // 4))
-    data["optim"] = {**data["optim"], "steps": steps, "warmup_steps": min(data["optim"]["warmup_steps"], steps // 10)}
-    data["launch"] = {**data.get("launch", {}), "threads": 1}
-    return config_from_dict(data)
-
-
-def trained(config: JobConfig) -> tuple[TrainedSupernet, float]:
-    """The finished run (trained now unless the folder holds it) and its training wall time."""
-    marker = Path(config.run_dir) / "train_wall_s.txt"
-    if marker.is_file() and load_trained(config.run_dir).step == config.optim.steps:
-        return load_trained(config.run_dir), float(marker.read_text())
-    started = time.perf_counter()
-    train_job(config)
-    wall_s = time.perf_counter() - started
-    marker.write_text(f"{wall_s}\n")
-    return load_trained(config.run_dir), wall_s
+    return shortened_job(base, run_dir, seed, steps, "mixturegrowth", {"label_smoothing": smoothing, **params}, search=None)
 
 
 def grown(small: TrainedSupernet, run_dir: Path, steps: int, new_weights: str) -> JobConfig:
-    """What ``nasfleet grow`` does before it trains: the grown job and its starting weights."""
+    """What ``nasfleet grow`` does before it trains: the grown job and its starting weights (an unfinished run starts over)."""
     config = grown_job(small.config, str(run_dir), new_weights, None, [f"optim.steps={steps}"])
-    if not (Path(config.run_dir) / "train_wall_s.txt").is_file():
+    if not (Path(config.run_dir) / WALL_TIME_FILE).is_file():
+        shutil.rmtree(config.run_dir, ignore_errors=True)
         write_grown_weights(small, config)
     return config
 
@@ -119,7 +101,7 @@ def shape_params(base: JobConfig, args: argparse.Namespace) -> dict[str, Any]:
 def one_seed(base: JobConfig, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     root = args.workdir / f"s{seed}"
     shared = shape_params(base, args)
-    small, small_s = trained(job(base, root / "small", seed, args.small_steps, shared))
+    small, small_s = trained_run(job(base, root / "small", seed, args.small_steps, shared))
     plan = job_strategy(small.config, small.space).plan
     small_gflops = gflops(small, plan.small, args.small_steps)
     rows = [{"seed": seed, "method": "small", "arch": "small", "steps": args.small_steps, "train_gflops": small_gflops,
@@ -127,7 +109,7 @@ def one_seed(base: JobConfig, seed: int, args: argparse.Namespace) -> list[dict[
     for mode in ("templates", "random"):
         config = grown(small, root / f"grow-{mode}", args.grown_steps, mode)
         start = at_growth(config, small)
-        run, wall_s = trained(config)
+        run, wall_s = trained_run(config)
         rows.append({"seed": seed, "method": f"grow ({mode})", "arch": "target", "steps": args.grown_steps,
                      "train_gflops": small_gflops + gflops(run, plan.target, args.grown_steps),
                      "wall_s": small_s + wall_s, "at_growth": start, "test": test_accuracy(run, plan.target)})
@@ -136,7 +118,7 @@ def one_seed(base: JobConfig, seed: int, args: argparse.Namespace) -> list[dict[
     for label, steps in (("same steps", args.small_steps + args.grown_steps),
                          ("same compute", args.grown_steps + round(args.small_steps * share))):
         params = {**shared, "phase": "grown"}
-        run, wall_s = trained(job(base, root / f"scratch-{label.replace(' ', '-')}", seed, steps, params))
+        run, wall_s = trained_run(job(base, root / f"scratch-{label.replace(' ', '-')}", seed, steps, params))
         rows.append({"seed": seed, "method": f"scratch ({label})", "arch": "target", "steps": steps,
                      "train_gflops": gflops(run, plan.target, steps), "wall_s": wall_s, "at_growth": None,
                      "test": test_accuracy(run, plan.target)})

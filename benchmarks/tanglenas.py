@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import write_results
-from nasfleet.orchestrator.config import JobConfig, config_from_dict, load_config
-from nasfleet.orchestrator.evaluate import evaluate_arch, load_trained
-from nasfleet.orchestrator.launch import train_job
+from _common import shortened_job, trained_run, write_results
+from nasfleet.orchestrator.config import JobConfig, load_config
+from nasfleet.orchestrator.evaluate import evaluate_arch
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.research.standalone import standalone_recipe, train_standalone
 from nasfleet.strategies.searchers import Evaluated, SearchProblem, build_searcher
@@ -48,29 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "orchestrator/configs/demo-fashion-mnist.yaml"
 VAL_SEED = 7
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
-
-
-def job(base: JobConfig, run_dir: Path, seed: int, steps: int, strategy: str, params: dict[str, Any]) -> JobConfig:
-    data = base.model_dump(mode="json")
-    data.update(run_dir=str(run_dir), seed=seed, strategy={"name": strategy, "params": params},
-                checkpoint_every_steps=steps, log_every_steps=max(1, steps // 4))
-    data["optim"] = {**data["optim"], "steps": steps, "warmup_steps": min(data["optim"]["warmup_steps"], steps // 10)}
-    data["launch"] = {**data.get("launch", {}), "threads": 1}
-    return config_from_dict(data)
-
-
-def trained_run(config: JobConfig) -> tuple[Any, float]:
-    """The finished run (trained now unless the folder holds it already) and its training wall time."""
-    marker = Path(config.run_dir) / "train_wall_s.txt"
-    if marker.is_file():
-        run = load_trained(config.run_dir)
-        if run.step == config.optim.steps:
-            return run, float(marker.read_text())
-    started = time.perf_counter()
-    train_job(config)
-    wall_s = time.perf_counter() - started
-    marker.write_text(f"{wall_s}\n")
-    return load_trained(config.run_dir), wall_s
 
 
 def evolve(run: Any, evaluations: int, seed: int, val_images: int) -> tuple[Arch, float, float]:
@@ -152,14 +128,14 @@ def main() -> None:
     smoothing = base.strategy.params.get("label_smoothing", 0.0)
     rows = []
     for seed in args.seeds:
-        tangle_cfg = job(base, args.workdir / f"tanglenas-s{seed}", seed, args.steps, "tanglenas",
+        tangle_cfg = shortened_job(base, args.workdir / f"tanglenas-s{seed}", seed, args.steps, "tanglenas",
                          {"arch_lr": args.arch_lr, "label_smoothing": smoothing})
         tangle, tangle_s = trained_run(tangle_cfg)
         found = derived_arch(tangle.model)
         rows.append({"seed": seed, "method": "tanglenas", "train_s": tangle_s, "search_s": 0.0,
                      **score(tangle, tangle_cfg, found, args.standalone_steps)})
         print(rows[-1], flush=True)
-        sandwich_cfg = job(base, args.workdir / f"sandwich-s{seed}", seed, args.steps, "sandwich", dict(base.strategy.params))
+        sandwich_cfg = shortened_job(base, args.workdir / f"sandwich-s{seed}", seed, args.steps, "sandwich", dict(base.strategy.params))
         sandwich, sandwich_s = trained_run(sandwich_cfg)
         best, _, search_s = evolve(sandwich, args.evaluations, seed, args.val_images)
         rows.append({"seed": seed, "method": "sandwich + evolution", "train_s": sandwich_s, "search_s": search_s,
