@@ -203,7 +203,10 @@ def standalone_key(config: JobConfig, space: SearchSpace, arch: Arch) -> str:
         "space": space.config_dict(),
         "arch": arch_to_json(arch),
         "data": config.data.model_dump(mode="json"),
-        "optim": config.optim.model_dump(mode="json"),
+        # Clipping enters the key only when on, so runs recorded before the setting existed keep their keys.
+        "optim": config.optim.model_dump(
+            mode="json", exclude={"grad_clip_norm"} if config.optim.grad_clip_norm is None else None
+        ),
         "seed": config.seed,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -240,8 +243,9 @@ def train_standalone(
     """Train ``arch`` from scratch with the config's recipe; accuracy and NLL on val and test.
 
     The recipe is the supernet trainer's: SGD (Nesterov when momentum > 0), warm-up then cosine,
-    the same seeded batches, plain cross-entropy on the labels; batch norm uses batch statistics
-    while training and its running statistics when evaluated. It runs on ``launch.threads`` torch
+    the gradient clipped to ``optim.grad_clip_norm`` when set, the same seeded batches, plain
+    cross-entropy on the labels; batch norm uses batch statistics while training and its running
+    statistics when evaluated. It runs on ``launch.threads`` torch
     threads, as the supernet's training loop does, so the two wall times compare. No cache: see
     :func:`standalone_results`. ``init``: start from these weights (a subnet extracted from a
     supernet: fine-tuning) instead of a fresh initialisation.
@@ -260,6 +264,8 @@ def train_standalone(
         images, labels = batches.batch(step)
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(images), labels).backward()
+        if config.optim.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip_norm)
         optimizer.step()
         scheduler.step()
     wall_s = time.perf_counter() - started

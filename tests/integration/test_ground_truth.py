@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from nasfleet.orchestrator.config import load_config
 from nasfleet.orchestrator.train import job_space
 from nasfleet.research.comparison import fixed_subnets
-from nasfleet.research.standalone import StandaloneCache
+from nasfleet.research.standalone import StandaloneCache, standalone_key, standalone_recipe
+from nasfleet.supernet import arch_from_json
 
 from conftest import benchmark_module, tiny_config
 
@@ -35,3 +37,19 @@ def test_runs_are_cached_per_subnet_and_seed_and_a_second_run_trains_nothing(gro
     assert "6 of 6 runs done" in markdown
     # Another recipe (more steps) is another ground truth: nothing of this one is reused for it.
     assert ground_truth.report(config, subnets, 2, 41, cache)[0]["summary"]["done"] == 0
+
+
+def test_the_recorded_ground_truth_is_found_under_the_keys_a_comparison_computes() -> None:
+    """A setting added to the job must not orphan hours of recorded stand-alone runs: one that is off
+    leaves the key as it was, one that is on makes another ground truth."""
+    repo = Path(__file__).resolve().parents[2]
+    config = load_config(repo / "orchestrator/configs/fashion-mnist-mbconv.yaml")
+    space = job_space(config)
+    cache = StandaloneCache(repo / "benchmarks/results/ground_truth")
+    rows = cache.read().to_pylist()
+    assert len(rows) >= 48
+    for row in rows:
+        recipe = standalone_recipe(config, row["steps"], row["seed"])
+        assert standalone_key(recipe, space, arch_from_json(row["arch"])) == row["key"], row["arch_desc"]
+    clipped = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"grad_clip_norm": 1.0})})
+    assert standalone_key(clipped, space, arch_from_json(row["arch"])) != row["key"]
