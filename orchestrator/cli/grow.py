@@ -30,12 +30,14 @@ def grow(
     from nasfleet.errors import NasfleetError
     from nasfleet.orchestrator.growth import grown_job, small_run, write_grown_weights
     from nasfleet.orchestrator.launch.job import run_job
+    from nasfleet.orchestrator.launch.validate import validate_job
 
     if new_weights not in ("templates", "random"):
         raise NasfleetError(f"--new-weights takes templates or random, got {new_weights!r}")
     small = small_run(run)
     overrides = shortcut_overrides(steps=steps, workers=workers, launcher=launcher) + list(set_)
     job = grown_job(small.config, run_dir, new_weights, target_arch, overrides)
+    validate_job(job.model_copy(update={"init_weights": None}))  # all but the weights, which do not exist yet
     weights = write_grown_weights(small, job)
     outcome = run_job(job, show_progress=progress)
     if outcome is not None:

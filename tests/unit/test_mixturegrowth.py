@@ -172,9 +172,12 @@ def test_bad_growth_is_one_line_errors(small_run: Path, tmp_path: Path, capsys: 
         (["--run", str(other)], "is not a small mixturegrowth run"),
         (["--run", str(small_run), "--new-weights", "copy"], "--new-weights takes templates or random"),
         (["--run", str(small_run)], "already holds a run"),
+        (["--run", str(small_run), "--set", "launch.comm.calibration=/nonexistent.json"], "/nonexistent.json does not exist"),
     ):
         run_dir = small_run if message == "already holds a run" else tmp_path / "out"
         with pytest.raises(SystemExit) as exit_:
             main(["grow", *args, "--run-dir", str(run_dir), "--steps", "2", "--no-progress"])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        if run_dir != small_run:
+            assert not run_dir.exists()  # refused before the starting weights are written
