@@ -124,6 +124,11 @@ def _check_idx_settings(config: DataConfig) -> None:
         )
 
 
+def _check_digits(config: DataConfig) -> None:
+    if config.path is not None:  # it would be ignored: the run would train on other data than asked
+        raise NasfleetError("digits is bundled with scikit-learn and reads no files: data.path does not apply to it (remove it)")
+
+
 def _check_idx_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise NasfleetError(f"data path {folder} does not exist or is not a folder")
@@ -261,7 +266,7 @@ def _load_fortunes(config: DataConfig) -> DataSplits:
     return text_splits(_corpus_bytes(_fortunes_files(config)), config)
 
 
-DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits))
+DATASETS.add("digits", DatasetSpec(DataShape(1, 8, 10), _load_digits_splits, _check_digits))
 DATASETS.add("mnist", DatasetSpec(DataShape(1, 28, 10), _load_mnist, _check_mnist))
 DATASETS.add("fashion-mnist", DatasetSpec(DataShape(1, 28, 10), _load_fashion_mnist, _check_fashion_mnist))
 TEXT_SHAPE = DataShape(1, TEXT_CONTEXT, BYTE_VOCABULARY)

@@ -12,7 +12,7 @@ import torch
 
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import DataConfig
-from nasfleet.orchestrator.data import BatchStream, load_data, read_idx
+from nasfleet.orchestrator.data import BatchStream, check_data, load_data, read_idx
 
 
 def test_digits_splits_are_disjoint_stratified_and_normalised() -> None:
@@ -56,6 +56,12 @@ def test_missing_or_bad_mnist_path_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"junk")
     with pytest.raises(NasfleetError, match="not an unsigned-byte IDX"):
         read_idx(tmp_path / "train-images-idx3-ubyte")
+
+
+def test_a_path_given_to_the_bundled_digits_is_refused_not_ignored(tmp_path: Path) -> None:
+    check_data(DataConfig(dataset="digits"))
+    with pytest.raises(NasfleetError, match="data.path does not apply"):
+        check_data(DataConfig(dataset="digits", path=tmp_path))
 
 
 def test_batches_are_a_pure_function_of_the_step() -> None:
