@@ -140,7 +140,7 @@ def run_task(name: str, steps: int, seeds: list[int], workdir: Path, pairs: int,
             print(f"{name} seed {seed} {arm}: {[round(rows[arm][r][-1], 4) for r in ROLES]} ({wall_s:.0f} s)")
         for role, arch in archs.items():
             narrow = one_arch_space(base.space.model_dump(mode="json"), arch)
-            run, _ = trained_run(shortened_job(base, workdir / f"{name}-alone-{role}-s{seed}", seed, steps, "uniform", {}, narrow))
+            run, _ = trained_run(shortened_job(base, workdir / f"{name}-alone-{role}-s{seed}", seed, steps, "uniform", {}, space=narrow))
             rows["stand-alone"][role].append(score(run, run.space.largest(), text))
         print(f"{name} seed {seed} stand-alone: {[round(rows['stand-alone'][r][-1], 4) for r in ROLES]}")
     timing = step_time_pairs(base, params, pairs)
