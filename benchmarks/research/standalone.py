@@ -245,10 +245,10 @@ def train_standalone(
     The recipe is the supernet trainer's: SGD (Nesterov when momentum > 0), warm-up then cosine,
     the gradient clipped to ``optim.grad_clip_norm`` when set, the same seeded batches, plain
     cross-entropy on the labels; batch norm uses batch statistics while training and its running
-    statistics when evaluated. It runs on ``launch.threads`` torch
-    threads, as the supernet's training loop does, so the two wall times compare. No cache: see
-    :func:`standalone_results`. ``init``: start from these weights (a subnet extracted from a
-    supernet: fine-tuning) instead of a fresh initialisation.
+    statistics when evaluated. It runs on ``launch.threads`` torch threads, as the supernet's
+    training loop does, so the two wall times compare. No cache: see :func:`standalone_results`.
+    ``init``: start from these weights (a subnet extracted from a supernet: fine-tuning) instead
+    of a fresh initialisation.
     """
     data = data if data is not None else load_data(config.data)
     space = job_space(config)
