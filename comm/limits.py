@@ -30,6 +30,7 @@ BYTES_PER_FLOW = 80  # a stored step's src, dst and size, and the temporaries th
 BYTES_PER_PATH_LINK = 40  # one entry of a path table, with its sort and filter copies
 BYTES_PER_TRANSFER = 120  # a transfer's size, share, latency, rates and event-loop state
 BYTES_PER_ENTRY = 80  # one (transfer, link) entry of the incidence matrix, its transpose and temporaries
+BYTES_PER_HASHED_FLOW = 16  # direct all-to-all under ECMP on the fast path: a flow's spine, frozen flag and two index entries
 
 _ENV = "NASFLEET_COMM_MAX_MEMORY"
 

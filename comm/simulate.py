@@ -234,9 +234,9 @@ def simulate(
     ``random`` placement); ``alpha_s`` is a per-step software overhead such as a
     calibrated α, added to every step. ``record_flows`` keeps each flow's rates at flow
     level, for :meth:`SimulationResult.flow_rates`. ``fast_path`` lets an all-to-all on a
-    healthy symmetric leaf-spine under ``spray`` or ``split`` be solved from leaf-level
-    counts (:mod:`nasfleet.comm.symmetric`, same numbers); ``False`` always runs the
-    general engine.
+    healthy symmetric leaf-spine be solved from its structure (:mod:`nasfleet.comm.symmetric`,
+    same numbers: leaf-level counts under ``spray`` or ``split``, per flow under ``ecmp``);
+    ``False`` always runs the general engine.
     """
     _check_fidelity(fidelity)
     if not (alpha_s >= 0 and math.isfinite(alpha_s)):
@@ -249,6 +249,8 @@ def simulate(
 
         if symmetric.applies(topology, collective, routing, gpus_per_host, placement, dedup, record_flows):
             if get_routing(routing).name == "ecmp":
+                if collective.algorithm == "direct":
+                    return symmetric.simulate_direct_ecmp(topology, collective, fidelity, seed, alpha_s)
                 return symmetric.simulate_pairwise_ecmp(topology, collective, fidelity, seed, alpha_s)
             return symmetric.simulate_alltoall(topology, collective, routing, fidelity, seed, alpha_s)
     if isinstance(collective.patterns, LazyPatterns) and not collective.patterns.built:

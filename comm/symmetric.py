@@ -43,7 +43,9 @@ Plain ``ecmp`` depends on which spine each flow hashes to, so no count of a leaf
 decides its rates; for pairwise all-to-all (one flow per host link) it is answered per
 flow but vectorised (:func:`simulate_pairwise_ecmp`): the same hash as the engine, only
 the flow counts of uplinks and downlinks, many steps solved side by side. Direct
-all-to-all under ECMP (host links shared by p − 1 hashed flows) takes the general engine.
+all-to-all under ECMP (host links shared by p − 1 hashed flows) is one coupled problem,
+solved once by a progressive filling over a spine per flow
+(:func:`simulate_direct_ecmp`).
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from nasfleet.comm.collectives import Collective, LazyPatterns
 from nasfleet.comm.flowsim import _REL_TOL, simulate_step
+from nasfleet.comm.limits import BYTES_PER_HASHED_FLOW, check_memory
 from nasfleet.comm.routing import Transfers, get_routing
 from nasfleet.comm.topology import LeafSpine, Topology
 
@@ -77,7 +79,7 @@ def applies(
     if type(topology) is not LeafSpine or topology.intra_host is not None or topology.failures:
         return False
     name = get_routing(routing).name
-    if not (name in ROUTINGS or (name == "ecmp" and collective.algorithm == "pairwise")) or not dedup or record_flows:
+    if not (name in ROUTINGS or name == "ecmp") or not dedup or record_flows:
         return False
     if gpus_per_host != 1 or not (isinstance(placement, str) and placement == "contiguous"):
         return False
@@ -237,12 +239,14 @@ def _independent_parts(up: np.ndarray, down: np.ndarray, num_links: int) -> np.n
     """Each flow's connected part of the flow-link graph (flows are edges between their up- and downlink).
 
     Max-min fairness splits over these parts: flows that share no link, directly or through
-    other flows, do not affect each other's rates or completion times. Under hashing a
-    fabric link carries a handful of flows, so the parts are small (1.9 flows on average,
-    at most 18, at 1,024 hosts on 32 x 32) and each is filled and timed on its own, in a few rounds,
-    instead of waiting for the slowest part of its step. Finished flows only split parts
-    further, so the parts of a step's first moment serve all of it.
+    other flows, do not affect each other's rates. Under hashing a fabric link carries a
+    handful of flows, so the parts are small (1.9 flows on average, at most 18, at 1,024
+    hosts on 32 x 32) and each is filled on its own, in a few rounds, instead of the whole
+    batch rising through one level per distinct rate.
     """
+    # scipy.sparse.csgraph pulls in scipy.linalg (0.13 s): only pairwise ECMP pays for it, not every CLI start
+    from scipy.sparse.csgraph import connected_components
+
     if not len(up):
         return np.zeros(0, dtype=np.int64)
     graph = sp.coo_matrix((np.ones(len(up)), (up, down)), shape=(num_links, num_links))
@@ -292,15 +296,16 @@ def _fill_parts(up, down, part, num_links, host_cap, fabric_cap):
 
 
 def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity: str, seed: int, alpha_s: float):
-    """Pairwise all-to-all under plain ECMP for which :func:`applies_ecmp` holds.
+    """Pairwise all-to-all under plain ECMP for which :func:`applies` holds.
 
     Per flow, vectorised: every flow is hashed onto its spine exactly as
     :class:`~nasfleet.comm.routing.HashedRouting` does; host links carry one flow each,
     so only the per-link flow counts of the uplinks and downlinks enter the rates. Up to
     :data:`ECMP_FLOWS_PER_BATCH` flows of consecutive steps are solved together, each
-    independent part of a step (:func:`_independent_parts`) by its own progressive filling
-    and event loop (rates recomputed from scratch at every completion). Each step keeps its time and congestion; link bytes are kept as
-    the collective's total (every pattern holds the per-step mean), so totals, top links
+    independent part of a step (:func:`_independent_parts`) by its own progressive filling,
+    once: every flow of a step is the same size, so each keeps its first rate until it
+    finishes (:func:`~nasfleet.comm.flowsim.keeps_its_first_rates`). Each step keeps its
+    time and congestion; link bytes are kept as the collective's total (every pattern holds the per-step mean), so totals, top links
     and utilisation are exact and the per-step utilisation timeline is averaged.
     """
     from nasfleet.comm.routing import flow_hash
@@ -348,22 +353,9 @@ def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity
             part = _independent_parts(up_c, down_c, num_used)
             order = np.argsort(part, kind="stable")
             up_c, down_c, part, comp = up_c[order], down_c[order], part[order], comp[order]
-            remaining = np.full(len(up), f)
-            done = np.zeros(len(up))
-            now = np.zeros(int(part[-1]) + 1 if len(part) else 0)
-            active = np.arange(len(up))
-            while len(active):
-                c = part[active]
-                rate = _fill_parts(up_c[active], down_c[active], c, num_used, host_cap, fabric_cap)
-                left = remaining[active] / rate
-                starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-                dt = np.zeros(len(now))
-                dt[c[starts]] = _segment_min(left, starts)
-                finishing = left <= dt[c] * (1 + _REL_TOL)
-                now += dt
-                remaining[active] -= rate * dt[c]
-                done[active[finishing]] = now[c[finishing]]
-                active = active[~finishing]
+            # every flow is f bytes at weight 1, so each keeps its first rate to the end
+            # (nasfleet.comm.flowsim.keeps_its_first_rates)
+            done = f / _fill_parts(up_c, down_c, part, num_used, host_cap, fabric_cap)
             across_s = np.zeros(steps)
             np.maximum.at(across_s, comp, done + 4 * hop_s)
             times[shifts - 1] = np.maximum(inside_s, across_s)
@@ -389,4 +381,196 @@ def simulate_pairwise_ecmp(topology: LeafSpine, collective: Collective, fidelity
     return assemble_result(
         results, schedule, collective, topology, steps=p - 1, routing="ecmp", fidelity=fidelity, seed=seed,
         started=started, link_total=mean_bytes * (p - 1),
+    )
+
+
+def _spine_of_every_flow(p: int, n: int, s: int, seed: int) -> np.ndarray:
+    """spine[i, j]: the spine ECMP hashes flow i -> j onto, as :class:`~nasfleet.comm.routing.HashedRouting` does."""
+    from nasfleet.comm.routing import flow_hash
+
+    spine = np.empty((p, p), dtype=np.uint8 if s <= 256 else np.int32)
+    dst = np.arange(p, dtype=np.int64)
+    for first in range(0, p, n):
+        src = np.arange(first, min(p, first + n), dtype=np.int64)[:, None]
+        spine[first: first + len(src)] = flow_hash(src, dst[None, :], np.zeros(1, dtype=np.int64), seed) % np.uint64(s)
+    return spine
+
+
+def _leaf_block_keys(spine: np.ndarray, n: int, s: int, leaf: int, by_source: bool) -> np.ndarray:
+    """The spines of the flows that leave ``leaf`` (``by_source``: its rows) or enter it (its columns).
+
+    Flows inside the leaf get a key above every spine, so they sort after every crossing flow.
+    """
+    block = slice(leaf * n, (leaf + 1) * n)
+    keys = (spine[block] if by_source else spine[:, block]).astype(np.uint8 if s < 255 else np.int32)
+    (keys[:, block] if by_source else keys[block])[...] = np.iinfo(keys.dtype).max
+    return keys
+
+
+def _fabric_link_flows(spine: np.ndarray, n: int, s: int, by_source: bool) -> np.ndarray:
+    """Crossing flows per uplink (``by_source``) or downlink, indexed ``leaf · s + spine``."""
+    p = len(spine)
+    counts = np.zeros((p // n, s), dtype=np.int64)
+    for leaf in range(p // n):
+        keys = _leaf_block_keys(spine, n, s, leaf, by_source)
+        crossing = keys[keys < s]
+        counts[leaf] = np.bincount(crossing, minlength=s)
+    return counts.ravel()
+
+
+def _flows_by_fabric_link(
+    spine: np.ndarray, n: int, s: int, by_source: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crossing flows grouped by uplink (``by_source``) or downlink: (sources, destinations, offsets).
+
+    Group ``leaf · s + spine`` holds the flows that leave (enter) ``leaf`` through that
+    spine, as ``sources[offsets[g]:offsets[g + 1]]`` and the same slice of ``destinations``.
+    """
+    p = len(spine)
+    host = np.int16 if p <= np.iinfo(np.int16).max else np.int32
+    src, dst = np.empty(p * (p - n), dtype=host), np.empty(p * (p - n), dtype=host)
+    counts = np.zeros((p // n, s), dtype=np.int64)
+    written = 0
+    for leaf in range(p // n):
+        keys = _leaf_block_keys(spine, n, s, leaf, by_source)
+        order = np.argsort(keys, axis=None, kind="stable")[: n * (p - n)]
+        row, col = np.divmod(order, keys.shape[1])
+        if by_source:
+            row += leaf * n
+        else:
+            col += leaf * n
+        src[written: written + len(order)], dst[written: written + len(order)] = row, col
+        counts[leaf] = np.bincount(keys.ravel()[order], minlength=s)
+        written += len(order)
+    return src, dst, np.r_[0, np.cumsum(counts.ravel())]
+
+
+def _slowest_direct_ecmp_rates(spine: np.ndarray, n: int, s: int, host_cap: float, fabric_cap: float) -> tuple[float, float, int]:
+    """Max-min fair rates of a direct all-to-all under ECMP: (slowest flow inside a leaf, slowest across, rounds).
+
+    Progressive filling as :meth:`~nasfleet.comm.flowsim.FairShare.rates` does, over the
+    structure instead of an incidence matrix: flow i -> j crosses host uplink i, host
+    downlink j and, leaving its leaf, the uplink and downlink of the spine it hashes to.
+    Host links' flows are rows and columns of ``spine``, fabric links' flows are looked up
+    in :func:`_flows_by_fabric_link`; the level only rises, so each class's first freeze is
+    its slowest flow. Every link fills at most once, so there are at most as many rounds
+    as links.
+    """
+    p = len(spine)
+    leaves = p // n
+    up_src, up_dst, up_ptr = _flows_by_fabric_link(spine, n, s, by_source=True)
+    down_src, down_dst, down_ptr = _flows_by_fabric_link(spine, n, s, by_source=False)
+    fabric = leaves * s
+    # links: host up 0..p-1, host down p..2p-1, uplinks 2p + leaf·s + spine, downlinks 2p + fabric + leaf·s + spine
+    num_links = 2 * p + 2 * fabric
+    capacity = np.r_[np.full(2 * p, host_cap), np.full(2 * fabric, fabric_cap)]
+    count = np.r_[np.full(2 * p, p - 1), np.diff(up_ptr), np.diff(down_ptr)].astype(np.float64)
+    load = np.zeros(num_links)
+    frozen = np.zeros(p * p, dtype=bool)
+    frozen[:: p + 1] = True  # no flow to itself
+    every = np.arange(p, dtype=np.int64)
+    slowest_inside = slowest_across = math.inf
+    rounds = 0
+    while True:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fill = np.where(count > 0, (capacity - load) / count, np.inf)
+        level = float(fill.min())
+        if level == math.inf:
+            break
+        full = np.flatnonzero(fill <= level * (1 + _REL_TOL) + 1e-300)
+        sources, destinations = [], []
+        for link in full.tolist():
+            if link < p:
+                sources.append(np.full(p, link))
+                destinations.append(every)
+            elif link < 2 * p:
+                sources.append(every)
+                destinations.append(np.full(p, link - p))
+            else:
+                g = link - 2 * p
+                src, dst, ptr = (up_src, up_dst, up_ptr) if g < fabric else (down_src, down_dst, down_ptr)
+                g %= fabric
+                sources.append(src[ptr[g]: ptr[g + 1]].astype(np.int64))
+                destinations.append(dst[ptr[g]: ptr[g + 1]].astype(np.int64))
+        src, dst = np.concatenate(sources), np.concatenate(destinations)
+        flat = src * p + dst
+        if len(full) > 1:  # a flow may cross two of the links that filled
+            flat, first = np.unique(flat, return_index=True)
+            src, dst = src[first], dst[first]
+        fresh = ~frozen[flat]
+        src, dst = src[fresh], dst[fresh]
+        frozen[flat[fresh]] = True
+        crosses = src // n != dst // n
+        if crosses.any():
+            slowest_across = min(slowest_across, level)
+        if not crosses.all():
+            slowest_inside = min(slowest_inside, level)
+        far_src, far_dst = src[crosses], dst[crosses]
+        lane = spine[far_src, far_dst].astype(np.int64)
+        links = np.concatenate([src, p + dst, 2 * p + (far_src // n) * s + lane, 2 * p + fabric + (far_dst // n) * s + lane])
+        freed = np.bincount(links, minlength=num_links)
+        count -= freed
+        load += level * freed
+        rounds += 1
+    return slowest_inside, slowest_across, rounds
+
+
+def simulate_direct_ecmp(topology: LeafSpine, collective: Collective, fidelity: str, seed: int, alpha_s: float):
+    """Direct all-to-all under plain ECMP for which :func:`applies` holds: one step of p(p − 1) flows.
+
+    Every host link carries p − 1 hashed flows, so the whole step is one connected max-min
+    problem and no leaf-level count decides it. But every flow is the same size, so each
+    keeps its first max-min rate until it finishes
+    (:func:`~nasfleet.comm.flowsim.keeps_its_first_rates`): one progressive filling
+    (:func:`_slowest_direct_ecmp_rates`) gives the step's time, and it runs over a spine per
+    flow and two index arrays, about 10 bytes a flow, instead of the general engine's routed
+    transfers and incidence matrices.
+    """
+    from nasfleet.comm.simulate import PatternResult, assemble_result
+
+    started = time.perf_counter()
+    p, s = collective.ranks, topology.spines
+    n = min(p, topology.hosts_per_leaf)
+    leaves = p // n
+    check_memory(
+        f"direct alltoall over {p:,} ranks under ecmp ({p * (p - 1):,} flows, each hashed)",
+        p * p * (BYTES_PER_HASHED_FLOW if fidelity == "flow" else 1),
+    )
+    f = collective.size_bytes / p
+    host_cap = float(topology.link_bytes_per_s[0])
+    fabric_cap = float(topology.link_bytes_per_s[2 * topology.num_hosts])
+    hop_s = float(topology.link_latency_s[0])
+    spine = _spine_of_every_flow(p, n, s, seed)
+    up_flows = _fabric_link_flows(spine, n, s, by_source=True)
+    down_flows = _fabric_link_flows(spine, n, s, by_source=False)
+    host_bytes = (p - 1) * f
+    congestion_s = max(host_bytes / host_cap, float(np.max(up_flows, initial=0)) * f / fabric_cap,
+                       float(np.max(down_flows, initial=0)) * f / fabric_cap)
+    latency_s = 4 * hop_s if leaves > 1 else 2 * hop_s
+    if fidelity == "flow":
+        slowest_inside, slowest_across, _ = _slowest_direct_ecmp_rates(spine, n, s, host_cap, fabric_cap)
+        time_s = max(f / slowest_inside + 2 * hop_s if n > 1 else 0.0,
+                     f / slowest_across + 4 * hop_s if leaves > 1 else 0.0)
+        changes = 1
+    else:
+        time_s, changes = congestion_s + latency_s, 0
+    del spine
+
+    capacity = topology.link_bytes_per_s
+    num_hosts = topology.num_hosts
+    link_bytes = np.zeros(len(capacity))
+    link_bytes[:p] = host_bytes
+    link_bytes[num_hosts: num_hosts + p] = host_bytes
+    up_links = 2 * num_hosts + np.arange(leaves * s)
+    link_bytes[up_links] = up_flows * f
+    link_bytes[up_links + topology.leaves * s] = down_flows * f
+    ((inside, across, groups),) = _step_counts(collective, n, leaves)
+    result = PatternResult(
+        time_s=time_s + alpha_s, congestion_s=congestion_s, latency_s=latency_s, num_flows=p * (p - 1),
+        num_transfers=p * (p - 1), link_bytes=link_bytes,
+        min_subflows=_split_subflows(inside, across, groups, s)[1] * leaves, rate_changes=changes,
+    )
+    return assemble_result(
+        (result,), ((0, 1),), collective, topology, steps=1, routing="ecmp", fidelity=fidelity, seed=seed,
+        started=started,
     )

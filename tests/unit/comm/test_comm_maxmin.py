@@ -166,6 +166,24 @@ def test_warm_started_event_loop_equals_solving_from_scratch(case):
     assert np.all(cold.transfer_finish_s[single] > 0)
 
 
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(instances(), st.sampled_from([1.0, 3.0, 7.0]))
+def test_transfers_of_one_size_per_weight_finish_as_their_first_rates_say(instance, bytes_per_weight):
+    from nasfleet.comm import Transfers, simulate_step
+
+    a, capacity, weight = instance
+    sizes = bytes_per_weight * weight
+    transfers = Transfers(
+        flow=np.arange(len(sizes)), size_bytes=sizes, latency_s=np.zeros(len(sizes)), incidence=sp.csr_matrix(a),
+        num_flows=len(sizes), share=weight,
+    )
+    once = simulate_step(transfers, capacity)
+    assert once.rate_changes == 1
+    assert np.allclose(once.transfer_finish_s, finish_times_by_full_resolves(a, capacity, weight, sizes), rtol=1e-9)
+    assert np.allclose(once.transfer_finish_s, simulate_step(transfers, capacity, warm_start=False).transfer_finish_s,
+                       rtol=1e-9)
+
+
 def test_event_loop_on_a_textbook_case():
     """Two flows share a link, one is shorter: after it leaves the other speeds up."""
     from nasfleet.comm import Transfers, simulate_step
