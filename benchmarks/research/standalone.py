@@ -203,10 +203,9 @@ def standalone_key(config: JobConfig, space: SearchSpace, arch: Arch) -> str:
         "space": space.config_dict(),
         "arch": arch_to_json(arch),
         "data": config.data.model_dump(mode="json"),
-        # Clipping enters the key only when on, so runs recorded before the setting existed keep their keys.
-        "optim": config.optim.model_dump(
-            mode="json", exclude={"grad_clip_norm"} if config.optim.grad_clip_norm is None else None
-        ),
+        # An optimizer setting that is off (None, e.g. grad_clip_norm) stays out of the key, so runs
+        # recorded before the setting existed keep their keys.
+        "optim": config.optim.model_dump(mode="json", exclude_none=True),
         "seed": config.seed,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
