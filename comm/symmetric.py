@@ -445,21 +445,26 @@ def _flows_by_fabric_link(
     return src, dst, np.r_[0, np.cumsum(counts.ravel())]
 
 
-def _slowest_direct_ecmp_rates(spine: np.ndarray, n: int, s: int, host_cap: float, fabric_cap: float) -> tuple[float, float, int]:
-    """Max-min fair rates of a direct all-to-all under ECMP: (slowest flow inside a leaf, slowest across, rounds).
+FabricIndex = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""What :func:`_flows_by_fabric_link` returns: (sources, destinations, offsets)."""
+
+
+def _slowest_direct_ecmp_rates(
+    spine: np.ndarray, n: int, s: int, up: FabricIndex, down: FabricIndex, host_cap: float, fabric_cap: float
+) -> tuple[float, float]:
+    """Max-min fair rates of a direct all-to-all under ECMP: (slowest flow inside a leaf, slowest across).
 
     Progressive filling as :meth:`~nasfleet.comm.flowsim.FairShare.rates` does, over the
     structure instead of an incidence matrix: flow i -> j crosses host uplink i, host
     downlink j and, leaving its leaf, the uplink and downlink of the spine it hashes to.
     Host links' flows are rows and columns of ``spine``, fabric links' flows are looked up
-    in :func:`_flows_by_fabric_link`; the level only rises, so each class's first freeze is
-    its slowest flow. Every link fills at most once, so there are at most as many rounds
-    as links.
+    in ``up`` and ``down`` (:func:`_flows_by_fabric_link`); the level only rises, so each
+    class's first freeze is its slowest flow. Every link fills at most once, so there are
+    at most as many rounds as links.
     """
     p = len(spine)
     leaves = p // n
-    up_src, up_dst, up_ptr = _flows_by_fabric_link(spine, n, s, by_source=True)
-    down_src, down_dst, down_ptr = _flows_by_fabric_link(spine, n, s, by_source=False)
+    (up_src, up_dst, up_ptr), (down_src, down_dst, down_ptr) = up, down
     fabric = leaves * s
     # links: host up 0..p-1, host down p..2p-1, uplinks 2p + leaf·s + spine, downlinks 2p + fabric + leaf·s + spine
     num_links = 2 * p + 2 * fabric
@@ -470,7 +475,6 @@ def _slowest_direct_ecmp_rates(spine: np.ndarray, n: int, s: int, host_cap: floa
     frozen[:: p + 1] = True  # no flow to itself
     every = np.arange(p, dtype=np.int64)
     slowest_inside = slowest_across = math.inf
-    rounds = 0
     while True:
         with np.errstate(divide="ignore", invalid="ignore"):
             fill = np.where(count > 0, (capacity - load) / count, np.inf)
@@ -511,8 +515,7 @@ def _slowest_direct_ecmp_rates(spine: np.ndarray, n: int, s: int, host_cap: floa
         freed = np.bincount(links, minlength=num_links)
         count -= freed
         load += level * freed
-        rounds += 1
-    return slowest_inside, slowest_across, rounds
+    return slowest_inside, slowest_across
 
 
 def simulate_direct_ecmp(topology: LeafSpine, collective: Collective, fidelity: str, seed: int, alpha_s: float):
@@ -541,20 +544,24 @@ def simulate_direct_ecmp(topology: LeafSpine, collective: Collective, fidelity: 
     fabric_cap = float(topology.link_bytes_per_s[2 * topology.num_hosts])
     hop_s = float(topology.link_latency_s[0])
     spine = _spine_of_every_flow(p, n, s, seed)
-    up_flows = _fabric_link_flows(spine, n, s, by_source=True)
-    down_flows = _fabric_link_flows(spine, n, s, by_source=False)
+    if fidelity == "flow":
+        up = _flows_by_fabric_link(spine, n, s, by_source=True)
+        down = _flows_by_fabric_link(spine, n, s, by_source=False)
+        up_flows, down_flows = np.diff(up[2]), np.diff(down[2])
+    else:
+        up_flows = _fabric_link_flows(spine, n, s, by_source=True)
+        down_flows = _fabric_link_flows(spine, n, s, by_source=False)
     host_bytes = (p - 1) * f
     congestion_s = max(host_bytes / host_cap, float(np.max(up_flows, initial=0)) * f / fabric_cap,
                        float(np.max(down_flows, initial=0)) * f / fabric_cap)
     latency_s = 4 * hop_s if leaves > 1 else 2 * hop_s
     if fidelity == "flow":
-        slowest_inside, slowest_across, _ = _slowest_direct_ecmp_rates(spine, n, s, host_cap, fabric_cap)
+        slowest_inside, slowest_across = _slowest_direct_ecmp_rates(spine, n, s, up, down, host_cap, fabric_cap)
         time_s = max(f / slowest_inside + 2 * hop_s if n > 1 else 0.0,
                      f / slowest_across + 4 * hop_s if leaves > 1 else 0.0)
         changes = 1
     else:
         time_s, changes = congestion_s + latency_s, 0
-    del spine
 
     capacity = topology.link_bytes_per_s
     num_hosts = topology.num_hosts
