@@ -110,7 +110,10 @@ class AllReduceTimer:
     With ZeRO stage 0/1 and trainer-managed accumulation, ``step()`` calls
     ``allreduce_gradients()`` once; wrapping that bound method measures the
     communication alone. (ZeRO-2 reduces during backward: under stages 1 and 2 the backend
-    adds the time of the one backward that hands the engine the step's gradients.)
+    adds the time of the one backward that hands the engine the step's gradients.) The
+    engine also calls it after every backward, where it reduces nothing; :meth:`discard`
+    drops that time, which on a loaded host can be a descheduled millisecond counted as
+    communication.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -129,6 +132,9 @@ class AllReduceTimer:
     def take(self) -> float:
         seconds, self.seconds = self.seconds, 0.0
         return seconds
+
+    def discard(self) -> None:
+        self.seconds = 0.0
 
 
 def deepspeed_config_for(
@@ -215,6 +221,7 @@ class DeepSpeedBackend:
                 parameter.grad = total  # readable by strategy hooks, as after a plain backward
 
     def step(self) -> float:
+        self._allreduce.discard()  # the subnet passes' backward calls: no communication
         reduce_s = 0.0
         if self._step_gradients is not None:
             started = time.perf_counter()
