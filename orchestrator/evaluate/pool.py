@@ -36,6 +36,7 @@ from nasfleet.orchestrator.metrics import TrainingMetrics, ray_metrics
 from nasfleet.orchestrator.evaluate.subnets import SubnetResult, correct_count, evaluate_arch
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet, build_model, load_trained
 from nasfleet.orchestrator.results.store import ResultsStore, SubnetRecord
+from nasfleet.orchestrator.train.allocator import reuse_freed_memory
 from nasfleet.orchestrator.train.setup import job_space
 from nasfleet.supernet import Arch, recalibrate_batchnorm
 
@@ -148,6 +149,7 @@ class SupernetReplica:
 
     def __init__(self, shared: SharedSupernet, threads: int = 1) -> None:
         torch.set_num_threads(threads)
+        reuse_freed_memory()
         self._refs = shared.refs  # held so the object store keeps the buffers pinned for this replica
         weights, data = ray.get(list(shared.refs))
         self.trained = trained_from_shared(shared.config, shared.step, weights, data)

@@ -4,6 +4,7 @@ Launchers (:mod:`nasfleet.orchestrator.launch`) decide where ranks run; everythi
 takes optimizer steps is here.
 """
 
+from nasfleet.orchestrator.train.allocator import reuse_freed_memory
 from nasfleet.orchestrator.train.backends import DeepSpeedBackend, TorchBackend, TrainingBackend, deepspeed_config_for
 from nasfleet.orchestrator.train.checkpoints import (
     CHECKPOINTS_KEPT,
@@ -32,6 +33,6 @@ __all__ = [
     "RankContext", "RankSetup", "RankState", "ResumePoint", "StepBatch", "TaskResult", "TorchBackend",
     "TrainingBackend", "build_rank", "checkpoint_name", "checkpoint_step", "completed_checkpoints",
     "deepspeed_config_for", "has_checkpoint", "job_space", "job_strategy", "latest_checkpoint", "lr_factor",
-    "read_meta", "read_rank_state", "read_records", "read_supernet", "run_step", "sampling_rank",
+    "read_meta", "read_rank_state", "read_records", "read_supernet", "reuse_freed_memory", "run_step", "sampling_rank",
     "sgd_with_schedule", "train_rank", "weights_sha256",
 ]

@@ -26,6 +26,7 @@ from nasfleet.orchestrator.config import JobConfig, config_yaml
 from nasfleet.orchestrator.data import BatchStream
 from nasfleet.orchestrator.metrics import TrainingMetrics
 from nasfleet.orchestrator.storage import join, storage_error
+from nasfleet.orchestrator.train.allocator import reuse_freed_memory
 from nasfleet.orchestrator.train.backends import DeepSpeedBackend, TorchBackend, TrainingBackend
 from nasfleet.orchestrator.train.checkpoints import (
     CONFIG_FILE,
@@ -182,6 +183,7 @@ def train_rank(
     rank, world = context.rank, context.world_size
     last_step = job.optim.steps if last_step is None else min(last_step, job.optim.steps)
     torch.set_num_threads(job.launch.threads)
+    reuse_freed_memory()
     shards = data_parallel_shards(job, world)
     setup = build_rank(job, sampling_rank(job, rank))
     backend = make_backend(job, setup, world, shards)
