@@ -1,18 +1,24 @@
 """Cost of running a subnet *through the supernet* versus as its extracted standalone module.
 
 Forward + backward on the same batch, timed alternately (supernet, standalone, a second copy of
-the standalone, supernet, ...) so all see the same machine load; the ratio of medians is reported
+the standalone, in an order that rotates each repeat) so all see the same machine load and none
+always runs first; the ratio of medians is reported
 for the smallest, a median-FLOPs and the largest subnet of the demo space. Target: ratio ≤ 1.15.
 The copy's ratio to the standalone (an A/A comparison of two identical modules) is the noise
 floor of the same run: a supernet ratio within it is no measurable overhead.
 
-    python benchmarks/supernet_overhead.py [--batch-size 256] [--repeats 60]
+    python benchmarks/supernet_overhead.py [--batch-size 256] [--repeats 60] [--allocator glibc]
+
+The process sets its allocator as nasfleet's training processes do
+(:func:`~nasfleet.orchestrator.train.reuse_freed_memory`); ``--allocator glibc`` keeps glibc's
+defaults instead, under which the supernet's extra page faults were most of its overhead.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -23,21 +29,26 @@ import torch
 from _common import write_results
 from nasfleet.orchestrator.cli.common import demo_config
 from nasfleet.orchestrator.data import data_shape
-from nasfleet.orchestrator.train import job_space
+from nasfleet.orchestrator.train import job_space, reuse_freed_memory
 from nasfleet.supernet import extract
 
 
-def time_once(step: Callable[[], None]) -> float:
+def time_once(step: Callable[[], None]) -> tuple[float, int]:
+    """Seconds and minor page faults of one call."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--allocator", choices=["nasfleet", "glibc"], default="nasfleet")
     args = parser.parse_args()
+    if args.allocator == "nasfleet" and not reuse_freed_memory():
+        print("note: malloc left as it is (not glibc, or MALLOC_* / LD_PRELOAD set)")
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # one core each, as every nasfleet process runs by default
@@ -72,11 +83,18 @@ def main() -> None:
             through_supernet()
             standalone_step()
             twin_step()
-        super_s, plain_s, twin_s = [], [], []
-        for _ in range(args.repeats):
-            super_s.append(time_once(through_supernet))
-            plain_s.append(time_once(standalone_step))
-            twin_s.append(time_once(twin_step))
+        steps = [through_supernet, standalone_step, twin_step]
+        seconds: list[list[float]] = [[], [], []]
+        faults = [0, 0, 0]
+        for repeat in range(args.repeats):
+            # Each repeat starts with the next step of the three, so no step always runs first
+            # (after the other two have filled the caches with their own weights and activations).
+            for k in range(3):
+                which = (repeat + k) % 3
+                took, faulted = time_once(steps[which])
+                seconds[which].append(took)
+                faults[which] += faulted
+        super_s, plain_s, twin_s = seconds
         ratio = statistics.median(super_s) / statistics.median(plain_s)
         rows.append(
             {
@@ -87,23 +105,29 @@ def main() -> None:
                 "standalone_ms": 1e3 * statistics.median(plain_s),
                 "ratio": ratio,
                 "a_a_ratio": statistics.median(twin_s) / statistics.median(plain_s),
+                "supernet_faults_per_step": faults[0] / args.repeats,
+                "standalone_faults_per_step": faults[1] / args.repeats,
             }
         )
 
     lines = [
-        f"# Supernet vs extracted subnet, forward+backward, batch {args.batch_size}, median of {args.repeats}, 1 thread",
+        f"# Supernet vs extracted subnet, forward+backward, batch {args.batch_size}, median of {args.repeats}, "
+        f"1 thread, {args.allocator} allocator settings",
         "",
-        "| subnet | arch | MFLOPs/image | supernet ms | standalone ms | ratio | A/A ratio |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| subnet | arch | MFLOPs/image | supernet ms | standalone ms | ratio | A/A ratio | page faults/step (supernet, standalone) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r['subnet']} | `{r['arch']}` | {r['mflops']:.3f} | {r['supernet_ms']:.2f} | {r['standalone_ms']:.2f} "
-        f"| {r['ratio']:.3f} | {r['a_a_ratio']:.3f} |"
+        f"| {r['ratio']:.3f} | {r['a_a_ratio']:.3f} "
+        f"| {r['supernet_faults_per_step']:,.0f}, {r['standalone_faults_per_step']:,.0f} |"
         for r in rows
     ]
     lines += ["", "*A/A ratio*: a second copy of the standalone module against the first, timed in the same loop."]
     write_results(
-        "supernet_overhead", {"batch_size": args.batch_size, "repeats": args.repeats, "rows": rows}, "\n".join(lines) + "\n"
+        "supernet_overhead" if args.allocator == "nasfleet" else "supernet_overhead_glibc_malloc",
+        {"batch_size": args.batch_size, "repeats": args.repeats, "allocator": args.allocator, "rows": rows},
+        "\n".join(lines) + "\n",
     )
 
 
