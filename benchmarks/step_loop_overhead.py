@@ -30,7 +30,7 @@ from nasfleet.orchestrator.cli.common import demo_config
 from nasfleet.orchestrator.config import JobConfig, config_from_dict
 from nasfleet.orchestrator.data import BatchStream, load_data
 from nasfleet.orchestrator.launch import train_job
-from nasfleet.orchestrator.train import job_space, sgd_with_schedule
+from nasfleet.orchestrator.train import job_space, reuse_freed_memory, sgd_with_schedule
 from nasfleet.supernet import extract
 
 
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    reuse_freed_memory()  # what train_job sets in its process; set here first so both loops run under it
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         job = largest_only(demo_config(), root / "unused", args.steps)
