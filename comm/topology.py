@@ -348,7 +348,7 @@ class LeafSpine(Topology):
         return capacity
 
     def _all_fabric_paths(self, src_tor: np.ndarray, dst_tor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, s = len(src_tor), self.spines
+        s = self.spines
         same = src_tor == dst_tor
         cross = np.flatnonzero(~same)
         spine = np.tile(np.arange(s, dtype=np.int64), len(cross))

@@ -12,7 +12,7 @@ from torch import nn
 
 from nasfleet.orchestrator.data import ImageSet, iterate_batches
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
-from nasfleet.supernet import Arch, SearchSpace, calibrated_batchnorm
+from nasfleet.supernet import Arch, calibrated_batchnorm
 
 EVAL_BATCH_SIZE = 512
 

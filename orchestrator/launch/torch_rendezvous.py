@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass
 
 import ray
-import torch.distributed as dist
 from ray.train._internal.base_worker_group import BaseWorkerGroup
 from ray.train._internal.worker_group import WorkerGroup as V1WorkerGroup
 from ray.train.torch import TorchConfig

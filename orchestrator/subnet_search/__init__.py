@@ -4,17 +4,15 @@ The experiment (``experiment``) imports Ray only when it runs; the Tune side (``
 it at once, so it is not re-exported here.
 """
 
+from nasfleet.orchestrator.config import SCHEDULERS, SearchSettings, search_settings
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.orchestrator.subnet_search.experiment import (
     EVALUATIONS_FOLDER,
-    SCHEDULERS,
     SETTINGS_FILE,
     SearchOutcome,
-    SearchSettings,
     build_problem,
     run_search,
     search_folder,
-    search_settings,
 )
 from nasfleet.orchestrator.subnet_search.pareto_report import FrontMember, front_member, load_front
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nasfleet.errors import NasfleetError
-from nasfleet.orchestrator.config import SCHEDULERS, SearchSettings, search_settings
+from nasfleet.orchestrator.config import SearchSettings, search_settings
 from nasfleet.orchestrator.evaluate.evaluator import InProcessEvaluator, SubnetEvaluator
 from nasfleet.orchestrator.evaluate.trained import TrainedSupernet
 from nasfleet.orchestrator.storage import is_file, is_uri, join, make_dirs, read_text, write_text

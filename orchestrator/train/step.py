@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from nasfleet.orchestrator.train.backends import TrainingBackend
 from nasfleet.strategies import SubnetTask, TaskOutputs, TrainingStrategy

@@ -15,7 +15,7 @@ import yaml
 
 from nasfleet.orchestrator.results import ResultsStore
 
-from conftest import assert_one_line_error, nasfleet, nasfleet_forked, tiny_config, write_config
+from conftest import assert_one_line_error, nasfleet, nasfleet_forked, write_config
 
 
 @pytest.fixture(scope="module")

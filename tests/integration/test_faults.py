@@ -16,7 +16,7 @@ import yaml
 from nasfleet.orchestrator.evaluate import load_trained
 from nasfleet.orchestrator.train import completed_checkpoints
 
-from conftest import CLI, assert_one_line_error, nasfleet, nasfleet_forked, tiny_config, write_config
+from conftest import CLI, assert_one_line_error, nasfleet, nasfleet_forked, write_config
 
 pytestmark = pytest.mark.slow
 

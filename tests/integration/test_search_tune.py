@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.evaluate import TrainedSupernet, evaluate_arch, load_trained
 from nasfleet.orchestrator.subnet_search.experiment import build_problem, run_search, search_folder, search_settings
 from nasfleet.strategies.searchers import pareto_mask

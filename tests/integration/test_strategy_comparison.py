@@ -42,7 +42,7 @@ from nasfleet.research.comparison import (
     strategy_steps,
 )
 from nasfleet.research.strategy_runs import RUN_RECORD_FILE, SCORES_PREFIX, run_folder, score_subnet
-from nasfleet.research.report import comparison_markdown, findings, fixed_scores, render_doc
+from nasfleet.research.report import findings, fixed_scores, render_doc
 from nasfleet.research.strategy_bench import run_strategy_bench
 from nasfleet.orchestrator.train import SUPERNET_FILE, completed_checkpoints, job_space
 from nasfleet.strategies import STRATEGIES, build_strategy, strategy_class

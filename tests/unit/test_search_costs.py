@@ -10,7 +10,6 @@ import pytest
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.comm_prediction import predict_step_allreduce
 from nasfleet.orchestrator.config import CommConfig
-from nasfleet.orchestrator.data import load_data
 from nasfleet.orchestrator.subnet_search.costs import CostSources, cost_function
 from nasfleet.orchestrator.train import job_space
 from nasfleet.strategies.searchers import Constraint, SearchProblem

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import tracemalloc
 
-import numpy as np
 import pytest
 
 from nasfleet.comm import LinkFailure, Step, build_collective, fat_tree_k, leaf_spine, simulate
