@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import torch
 from nasfleet.errors import NasfleetError
 from nasfleet.orchestrator.config import DataConfig
 from nasfleet.orchestrator.data import BatchStream, check_data, load_data, read_idx
+from nasfleet.orchestrator.data_fetch import CACHE_ENV
 
 
 def test_digits_splits_are_disjoint_stratified_and_normalised() -> None:
@@ -25,6 +30,39 @@ def test_digits_splits_are_disjoint_stratified_and_normalised() -> None:
     assert torch.bincount(data.val.labels).min() >= 25
     assert abs(float(data.train.images.mean())) < 1e-4
     assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 8)
+
+
+LOAD_DIGITS = """
+import json, sys
+from nasfleet.orchestrator.config import DataConfig
+from nasfleet.orchestrator.data import load_data
+data = load_data(DataConfig(dataset="digits", split_seed=int(sys.argv[1])))
+print(json.dumps({"sklearn_imported": "sklearn" in sys.modules, "val_sum": float(data.val.images.sum()),
+                  "test_labels": data.test.labels.tolist()}))
+"""
+
+
+def _digits_in_a_fresh_process(cache: Path, seed: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", LOAD_DIGITS, str(seed)], capture_output=True, text=True,
+                          env={**os.environ, CACHE_ENV: str(cache)}, check=True, timeout=120)
+    return json.loads(done.stdout)
+
+
+def test_digits_splits_are_cached_so_later_processes_skip_scikit_learn(tmp_path: Path) -> None:
+    first = _digits_in_a_fresh_process(tmp_path, seed=0)
+    again = _digits_in_a_fresh_process(tmp_path, seed=0)
+    other_seed = _digits_in_a_fresh_process(tmp_path, seed=1)
+    assert first["sklearn_imported"] and not again["sklearn_imported"]
+    assert (again["val_sum"], again["test_labels"]) == (first["val_sum"], first["test_labels"])
+    assert other_seed["sklearn_imported"] and other_seed["test_labels"] != first["test_labels"]
+
+
+def test_digits_load_from_memory_where_the_cache_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(blocked))
+    from_memory = load_data(DataConfig(dataset="digits"))
+    assert len(from_memory.train) + len(from_memory.val) + len(from_memory.test) == 1797
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
