@@ -53,7 +53,10 @@ def _stop_cluster(temp_dir: str, gcs_address: str) -> None:
             pass
     _, alive = psutil.wait_procs(list(victims), timeout=3)  # Ray processes may ignore SIGTERM for long
     for p in alive:
-        p.kill()
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:  # it exited after the wait gave up on it
+            pass
 
 
 @pytest.fixture
