@@ -33,8 +33,9 @@ $(PROMETHEUS): | $(STAMP)
 install: $(STAMP) $(PROMETHEUS)
 
 # Two workers, a test file each at a time: most of a test's time is spent starting Ray,
-# DeepSpeed and MPI processes, so two files overlap well on 2 cores (10.5-11.7 minutes here on
-# a quiet machine; three workers gained 3%, too little for the extra contention).
+# DeepSpeed and MPI processes, so two files overlap well on 2 cores (1,025 tests: 13.3 minutes
+# here on the quietest run of 2026-12-04, 15.8-16.4 later that day; three workers gained 3%
+# when last tried, too little for the extra contention).
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
