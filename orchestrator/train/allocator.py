@@ -8,7 +8,7 @@ fault that zeroes 4 KiB. On the demo space that was 2,000-6,000 faults per step,
 supernet than for its extracted subnet (it allocates full-size gradients and more, smaller
 tensors), which was most of the supernet's measured overhead (docs/supernet.md).
 Raising both thresholds keeps the blocks in the heap for the next step, as jemalloc and tcmalloc
-do by design; the cost is that a process keeps its peak heap until it exits.
+do by design; the cost is that a process keeps up to 1 GiB of freed heap instead of returning it.
 
 A user who sets glibc's ``MALLOC_*`` variables, or preloads another allocator, keeps their choice.
 """
