@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -32,10 +34,12 @@ def step():
 
 for _ in range(8):  # the heap grows over the first few steps
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults = []
 for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"tuned": tuned, "faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"tuned": tuned, "faults": faults}))
 """
 
 glibc_only = pytest.mark.skipif(
@@ -43,7 +47,7 @@ glibc_only = pytest.mark.skipif(
 )
 
 
-def _supernet_step_faults(mode: str, **env: str) -> dict[str, float]:
+def _supernet_step_faults(mode: str, **env: str) -> dict[str, Any]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
     done = subprocess.run(
         [sys.executable, "-c", STEP_FAULTS, mode], capture_output=True, text=True, timeout=120,
@@ -57,10 +61,11 @@ def test_after_the_settings_a_supernet_step_reuses_its_memory_instead_of_faultin
     default = _supernet_step_faults("default")
     tuned = _supernet_step_faults("tuned")
     assert tuned["tuned"] is True
-    assert default["faults_per_step"] > 2000  # glibc maps and unmaps the large blocks every step
-    # Seen here: 13,000-20,000 a step by default; after the settings 0, with an occasional
-    # step that grows a fragmented heap by a few MiB (512-1,536 faults).
-    assert tuned["faults_per_step"] * 10 < default["faults_per_step"]
+    # After the settings a step faults in no new page, but for an occasional step that grows a
+    # fragmented heap by a few MiB (512-1,536 faults). glibc's defaults map and unmap the large
+    # blocks: 3,000-20,000 faults a step seen alone, about 750 while another test ran beside it.
+    assert statistics.median(tuned["faults"]) <= 16
+    assert sum(tuned["faults"]) < sum(default["faults"])
 
 
 @glibc_only
