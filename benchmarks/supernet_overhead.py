@@ -3,7 +3,7 @@
 Forward + backward on the same batch, timed alternately (supernet, standalone, a second copy of
 the standalone, in an order that rotates each repeat) so all see the same machine load and none
 always runs first; the ratio of medians is reported
-for the smallest, a median-FLOPs and the largest subnet of the demo space. Target: ratio ≤ 1.15.
+for the smallest, a median-FLOPs and the largest subnet of the demo space. Goal: ratio ≤ 1.05.
 The copy's ratio to the standalone (an A/A comparison of two identical modules) is the noise
 floor of the same run: a supernet ratio within it is no measurable overhead.
 

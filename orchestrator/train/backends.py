@@ -111,9 +111,10 @@ class AllReduceTimer:
     ``allreduce_gradients()`` once; wrapping that bound method measures the
     communication alone. (ZeRO-2 reduces during backward: under stages 1 and 2 the backend
     adds the time of the one backward that hands the engine the step's gradients.) The
-    engine also calls it after every backward, where it reduces nothing; :meth:`discard`
-    drops that time, which on a loaded host can be a descheduled millisecond counted as
-    communication.
+    engine also calls it at the end of every backward; only the call at the accumulation
+    boundary (inside ``step()``) is timed. The others reduce nothing at stage 0, where a
+    descheduled millisecond among them read as communication, and at stage 2 they fall inside
+    that one backward, already timed by the backend.
     """
 
     def __init__(self, engine: Any) -> None:
@@ -121,6 +122,8 @@ class AllReduceTimer:
         inner = engine.allreduce_gradients
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if not engine.is_gradient_accumulation_boundary():
+                return inner(*args, **kwargs)
             started = time.perf_counter()
             try:
                 return inner(*args, **kwargs)
@@ -132,9 +135,6 @@ class AllReduceTimer:
     def take(self) -> float:
         seconds, self.seconds = self.seconds, 0.0
         return seconds
-
-    def discard(self) -> None:
-        self.seconds = 0.0
 
 
 def deepspeed_config_for(
@@ -221,7 +221,6 @@ class DeepSpeedBackend:
                 parameter.grad = total  # readable by strategy hooks, as after a plain backward
 
     def step(self) -> float:
-        self._allreduce.discard()  # the subnet passes' backward calls: no communication
         reduce_s = 0.0
         if self._step_gradients is not None:
             started = time.perf_counter()
